@@ -1,0 +1,346 @@
+"""The talk's toy example: recovering the concentration of a Gamma distribution.
+
+Model: ``concentration ~ HalfNormal(1)``, ``z_i ~ Gamma(concentration, rate=1)``.
+Guide: ``Normal(concentration_loc, concentration_scale)`` pushed through
+``ExpTransform``, i.e. a log-normal approximation of the posterior of the
+concentration. With a single parameter the exact posterior is a 1-D integral
+away, so every claim about the approximation can be checked.
+
+Used in chapter 3 (introduced) and chapter 7 (SVI vs MCMC).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pandas as pd
+from jaxtyping import Array, ArrayLike, Float
+from numpyro.infer import SVI, Trace_ELBO, psis_diagnostic
+from scipy.special import gammaln
+
+from companion import training
+
+__all__ = [
+    "approximation",
+    "approximation_moments",
+    "default_grid",
+    "exact_posterior",
+    "fit",
+    "guide",
+    "make_svi",
+    "model",
+    "posterior_moments",
+    "recovery_study",
+    "simulate",
+]
+
+
+def model(z: Float[Array, " n"] | None = None, num_obs: int | None = None) -> None:
+    """The talk's model: ``concentration ~ HalfNormal(1)`` and
+    ``z ~ Gamma(concentration, rate=1)``, observed.
+
+    The observations sit in a ``plate`` (the talk's model leaves it implicit):
+    the log-likelihood is the same, and the model can also *simulate* a data
+    set of ``num_obs`` points when ``z`` is ``None`` (prior predictive checks,
+    simulation-based calibration).
+
+    Sites: ``concentration`` (latent), ``z`` (observed). Used in chapter 3.
+    """
+    concentration = numpyro.sample("concentration", dist.HalfNormal(scale=1.0))
+    size = num_obs if z is None else z.shape[0]
+    with numpyro.plate("data", 1 if size is None else size):
+        numpyro.sample("z", dist.Gamma(concentration=concentration, rate=1.0), obs=z)
+
+
+def guide(z: Float[Array, " n"] | None = None, num_obs: int | None = None) -> None:
+    """The talk's guide: ``Normal(concentration_loc, concentration_scale)``
+    through ``ExpTransform``, params initialised at 0.5 and 0.1, the scale
+    constrained positive. Used in chapter 3.
+    """
+    concentration_loc = numpyro.param("concentration_loc", init_value=0.5)
+    concentration_scale = numpyro.param(
+        "concentration_scale", init_value=0.1, constraint=dist.constraints.positive
+    )
+    base_distribution = dist.Normal(loc=concentration_loc, scale=concentration_scale)
+    numpyro.sample(
+        "concentration",
+        dist.TransformedDistribution(base_distribution, dist.transforms.ExpTransform()),
+    )
+
+
+def simulate(
+    rng_key: jax.Array, concentration: float, num_samples: int
+) -> Float[Array, " num_samples"]:
+    """Draw ``num_samples`` observations from ``Gamma(concentration, rate=1)``.
+
+    Used in chapter 3.
+    """
+    if not isinstance(concentration, int | float) or not concentration > 0:
+        raise ValueError(f"concentration must be a number > 0, got {concentration!r}")
+    if not _is_int(num_samples) or num_samples < 1:
+        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    return dist.Gamma(concentration, 1.0).sample(rng_key, (num_samples,))
+
+
+def make_svi(num_particles: int = 10, learning_rate: float = 0.005) -> SVI:
+    """The talk's SVI set-up: `Trace_ELBO(num_particles)` and
+    `optax.adam(learning_rate)` on :func:`model` and :func:`guide`.
+
+    Used in chapter 3.
+    """
+    if not _is_int(num_particles) or num_particles < 1:
+        raise ValueError(f"num_particles must be an int >= 1, got {num_particles!r}")
+    if not isinstance(learning_rate, int | float) or not learning_rate > 0:
+        raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
+    return SVI(
+        model,
+        guide,
+        optax.adam(learning_rate=learning_rate),
+        loss=Trace_ELBO(num_particles=num_particles),
+    )
+
+
+def fit(
+    rng_key: jax.Array,
+    z: Float[ArrayLike, " n"],
+    num_steps: int = 1_000,
+    *,
+    num_particles: int = 10,
+    learning_rate: float = 0.005,
+    progress_bar: bool = False,
+    svi: SVI | None = None,
+) -> training.FitResult:
+    """Fit the talk's guide to data ``z`` with SVI (the talk's settings by
+    default: 10 particles, Adam at 0.005, 1,000 steps).
+
+    Returns a :class:`companion.training.FitResult`: ``.params`` holds
+    ``concentration_loc`` and ``concentration_scale``, ``.losses`` the
+    negative ELBO of each step. Fits with the same settings share one `SVI`
+    object, and with it the steps :func:`companion.training.fit` compiled;
+    pass ``svi`` (from :func:`make_svi`) to use another.
+
+    Used in chapter 3.
+    """
+    z = _check_observations(z)
+    if not _is_int(num_steps) or num_steps < 1:
+        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    if svi is None:
+        svi = _shared_svi(num_particles, learning_rate)
+    chunk_size = _CHUNK if num_steps % _CHUNK == 0 else None
+    return training.fit(
+        svi, rng_key, num_steps, z=z, progress_bar=progress_bar, chunk_size=chunk_size
+    )
+
+
+# SVI objects hold no state (that lives in SVIState), so fits with the same
+# settings can share one, and with it the compiled steps of training.fit.
+_shared_svi = functools.lru_cache(maxsize=8)(make_svi)
+_CHUNK = 250
+
+
+def default_grid(z: Float[ArrayLike, " n"], num_points: int = 4_001) -> np.ndarray:
+    """A grid of concentrations that holds the posterior's mass for data ``z``:
+    from near zero to well beyond the sample mean (the mean of
+    ``Gamma(c, 1)`` is ``c``). Used in chapter 3.
+    """
+    z = _check_observations(z)
+    if not _is_int(num_points) or num_points < 2:
+        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}")
+    upper = 2.0 * float(np.mean(z)) + 5.0
+    return np.linspace(upper / num_points, upper, num_points)
+
+
+def exact_posterior(
+    z: Float[ArrayLike, " n"], grid: Float[ArrayLike, " g"]
+) -> Float[np.ndarray, " g"]:
+    """The exact posterior density of the concentration on ``grid``,
+    normalised by the trapezoidal rule (in float64, with NumPy/SciPy).
+
+    ``grid`` must be increasing, positive and finite, and should cover the
+    posterior's mass (see :func:`default_grid`). Used in chapter 3.
+    """
+    z = _check_observations(z).astype(np.float64)
+    grid = _check_grid(grid)
+    log_prior = np.log(2.0) - 0.5 * np.log(2.0 * np.pi) - 0.5 * grid**2
+    log_lik = (grid - 1.0) * np.log(z).sum() - z.sum() - z.shape[0] * gammaln(grid)
+    log_joint = log_prior + log_lik
+    density = np.exp(log_joint - log_joint.max())
+    return density / np.trapezoid(density, grid)
+
+
+def posterior_moments(
+    z: Float[ArrayLike, " n"], grid: Float[ArrayLike, " g"] | None = None
+) -> tuple[float, float]:
+    """Mean and standard deviation of the exact posterior, by quadrature on
+    ``grid`` (default :func:`default_grid`). Used in chapter 3."""
+    grid = default_grid(z) if grid is None else _check_grid(grid)
+    density = exact_posterior(z, grid)
+    mean = np.trapezoid(grid * density, grid)
+    var = np.trapezoid((grid - mean) ** 2 * density, grid)
+    return float(mean), float(np.sqrt(var))
+
+
+def approximation(params: dict[str, ArrayLike]) -> dist.Distribution:
+    """The fitted variational posterior of the concentration, a log-normal.
+    Used in chapter 3."""
+    loc, scale = _check_params(params)
+    return dist.LogNormal(loc, scale)
+
+
+def approximation_moments(params: dict[str, ArrayLike]) -> tuple[float, float]:
+    """Mean and standard deviation of the log-normal approximation, in closed
+    form: ``exp(μ + σ²/2)`` and ``mean · sqrt(exp(σ²) − 1)``. Used in chapter 3."""
+    loc, scale = _check_params(params)
+    mean = np.exp(loc + scale**2 / 2)
+    return float(mean), float(mean * np.sqrt(np.expm1(scale**2)))
+
+
+def recovery_study(
+    rng_key: jax.Array,
+    concentrations: Sequence[float],
+    sizes: Sequence[int],
+    num_steps: int = 1_000,
+    *,
+    num_particles: int = 10,
+    learning_rate: float = 0.005,
+    interval: float = 0.94,
+    num_psis_particles: int = 2_000,
+) -> pd.DataFrame:
+    """Simulate data for every true concentration and data size, fit the
+    guide, and compare it with the exact posterior.
+
+    One row per (concentration, size): the exact and approximate posterior
+    mean and standard deviation, the central ``interval`` of each and whether
+    it covers the truth, the error of the mean in exact posterior
+    standard deviations, the ratio of standard deviations, and the Pareto k̂
+    of the importance weights (`numpyro.infer.psis_diagnostic`).
+
+    Used in chapter 3.
+    """
+    if len(concentrations) == 0 or len(sizes) == 0:
+        raise ValueError("concentrations and sizes must be non-empty sequences")
+    if not 0.0 < interval < 1.0:
+        raise ValueError(f"interval must lie in (0, 1), got {interval!r}")
+    svi = _shared_svi(num_particles, learning_rate)
+    rows = []
+    keys = jax.random.split(rng_key, len(concentrations) * len(sizes))
+    cells = [(c, n) for c in concentrations for n in sizes]
+    for key, (concentration, size) in zip(keys, cells, strict=True):
+        key_data, key_fit, key_psis = jax.random.split(key, 3)
+        z = simulate(key_data, float(concentration), int(size))
+        result = fit(key_fit, z, num_steps, svi=svi)
+        grid = default_grid(z)
+        exact_mean, exact_sd = posterior_moments(z, grid)
+        exact_lower, exact_upper = _quantiles(grid, exact_posterior(z, grid), interval)
+        q_mean, q_sd = approximation_moments(result.params)
+        q = approximation(result.params)
+        tail = (1.0 - interval) / 2.0
+        lower, upper = (float(q.icdf(jnp.asarray(p))) for p in (tail, 1.0 - tail))
+        k_hat = psis_diagnostic(
+            key_psis, result.params, model, guide, z=z, num_particles=num_psis_particles
+        )
+        rows.append(
+            {
+                "true_concentration": float(concentration),
+                "num_obs": int(size),
+                "exact_mean": exact_mean,
+                "exact_sd": exact_sd,
+                "exact_lower": exact_lower,
+                "exact_upper": exact_upper,
+                "exact_covers_truth": exact_lower <= concentration <= exact_upper,
+                "q_mean": q_mean,
+                "q_sd": q_sd,
+                "q_lower": lower,
+                "q_upper": upper,
+                "q_covers_truth": lower <= concentration <= upper,
+                "mean_error_in_sd": (q_mean - exact_mean) / exact_sd,
+                "sd_ratio": q_sd / exact_sd,
+                "pareto_k": float(k_hat),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _quantiles(
+    grid: np.ndarray, density: np.ndarray, interval: float
+) -> tuple[float, float]:
+    """Central interval of a density on a grid, from its trapezoidal CDF."""
+    steps = np.diff(grid) * (density[1:] + density[:-1]) / 2.0
+    cdf = np.concatenate([[0.0], np.cumsum(steps)])
+    tail = (1.0 - interval) / 2.0
+    lower, upper = np.interp([tail, 1.0 - tail], cdf / cdf[-1], grid)
+    return float(lower), float(upper)
+
+
+# --------------------------------------------------------------------------
+# Input checks, before any tracing.
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _check_observations(z: object) -> np.ndarray:
+    try:
+        values = np.asarray(z)
+    except Exception as error:  # a tracer or an object that is no array
+        raise TypeError(
+            f"z must be a concrete 1-D array, got {type(z).__name__}"
+        ) from error
+    if values.ndim != 1:
+        raise ValueError(
+            f"z must be a 1-D array of observations, got shape {values.shape}"
+        )
+    if values.shape[0] == 0:
+        raise ValueError("z must hold at least one observation, got an empty array")
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+        values.dtype, np.complexfloating
+    ):
+        raise TypeError(f"z must hold real numbers, got dtype {values.dtype}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            "z must be finite: Gamma observations cannot be NaN or infinite"
+        )
+    if not np.all(values > 0):
+        raise ValueError(
+            f"z must be strictly positive (Gamma observations), got min {values.min()}"
+        )
+    return values
+
+
+def _check_grid(grid: object) -> np.ndarray:
+    values = np.asarray(grid, dtype=np.float64)
+    if values.ndim != 1 or values.shape[0] < 2:
+        raise ValueError(
+            f"grid must be a 1-D array of at least 2 points, got shape {values.shape}"
+        )
+    if not np.all(np.isfinite(values)):
+        raise ValueError("grid must be finite")
+    if not np.all(values > 0):
+        raise ValueError(
+            f"grid must be strictly positive (concentrations), got min {values.min()}"
+        )
+    if not np.all(np.diff(values) > 0):
+        raise ValueError("grid must be strictly increasing")
+    return values
+
+
+def _check_params(params: dict[str, ArrayLike]) -> tuple[float, float]:
+    try:
+        loc = float(params["concentration_loc"])
+        scale = float(params["concentration_scale"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            "params must map 'concentration_loc' and 'concentration_scale' to scalars "
+            f"(FitResult.params), got {params!r}"
+        ) from error
+    if not scale > 0:
+        raise ValueError(f"params['concentration_scale'] must be > 0, got {scale}")
+    return loc, scale

@@ -1,0 +1,539 @@
+"""A training loop for SVI as fast as a compiled scan, with validation, early
+stopping and a progress bar.
+
+`SVI.run` either steps from Python (with its progress bar) or compiles one
+`lax.scan` with no way to look at the run while it goes, and it re-traces that
+scan at every call. :func:`fit` runs the steps in compiled chunks, a
+`lax.scan` under `jax.jit` that is compiled once per SVI object, chunk length
+and argument shapes and reused across calls, and talks to the host only between
+chunks: to update the progress bar, evaluate the validation loss, decide on
+early stopping and check that the loss is finite.
+
+Loss means negative ELBO, to minimise, as in NumPyro.
+
+Introduced in chapter 5 (BNN inference); used in chapters 3, 7 and 8.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Float
+from numpyro.infer import SVI
+from numpyro.infer.svi import SVIState
+from tqdm import tqdm
+
+__all__ = [
+    "EarlyStopping",
+    "FitResult",
+    "NonFiniteLossWarning",
+    "StopRule",
+    "default_chunk_size",
+    "fit",
+]
+
+StopRule = Literal["no_improvement", "val_above_train"]
+_STOP_RULES = ("no_improvement", "val_above_train")
+
+
+class NonFiniteLossWarning(RuntimeWarning):
+    """Warned when :func:`fit` stops because the loss became NaN or infinite."""
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns; the first three fields match `SVIRunResult`.
+
+    Attributes:
+        params: the constrained parameters: the best by validation loss when
+            validation data were given, else those after the last finite step.
+        state: the `SVIState` after the last step run (pass it back as
+            ``init_state`` to resume).
+        losses: the training loss (negative ELBO) of every step run.
+        val_losses: the validation loss after each chunk (``None`` without
+            validation data), as `svi.evaluate` returns it (not normalised).
+        num_steps_run: how many steps ran.
+        stopped_early: whether the run ended before ``num_steps``.
+        stop_reason: ``"completed"``, ``"early_stopping"`` or
+            ``"non_finite_loss"``.
+        val_steps: the step (1-based, counted in this call) after which each
+            validation loss was taken.
+        best_step: the step whose parameters ``params`` holds.
+        train_size: the number of training observations used to normalise.
+        val_size: the number of validation observations used to normalise.
+    """
+
+    params: dict[str, Any]
+    state: SVIState
+    losses: Float[np.ndarray, " num_steps_run"]
+    val_losses: Float[np.ndarray, " num_evaluations"] | None
+    num_steps_run: int
+    stopped_early: bool
+    stop_reason: str
+    val_steps: np.ndarray | None
+    best_step: int
+    train_size: int
+    val_size: int | None
+
+
+class EarlyStopping:
+    """Host-side early-stopping rule, fed one evaluation at a time.
+
+    Two rules, both counting *evaluations* (one per chunk in :func:`fit`):
+
+    - ``"no_improvement"`` (the default): stop once the validation loss has
+      not improved on its best by more than ``min_delta`` for ``patience``
+      evaluations in a row.
+    - ``"val_above_train"``: the rule of the talk's custom loop: stop once the
+      per-observation validation loss has exceeded the per-observation
+      training loss for ``patience`` evaluations in a row.
+
+    Whatever the rule, :attr:`is_best` says whether the last evaluation set a
+    new best validation loss, so the caller can keep the best parameters.
+
+    Used in chapter 5.
+
+    Example:
+        >>> rule = EarlyStopping(patience=2)
+        >>> [rule.update(train=1.0, val=v) for v in (3.0, 2.0, 2.5, 2.4, 1.0)]
+        [False, False, False, True, False]
+    """
+
+    def __init__(
+        self,
+        patience: int | None,
+        rule: StopRule = "no_improvement",
+        min_delta: float = 0.0,
+    ) -> None:
+        if patience is not None and (not _is_int(patience) or patience < 1):
+            raise ValueError(f"patience must be None or an int >= 1, got {patience!r}")
+        if rule not in _STOP_RULES:
+            raise ValueError(f"stop_rule must be one of {_STOP_RULES}, got {rule!r}")
+        if not isinstance(min_delta, int | float) or not min_delta >= 0:
+            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        self.patience = patience
+        self.rule = rule
+        self.min_delta = float(min_delta)
+        self.best = math.inf
+        self.is_best = False
+        self.counter = 0
+
+    def update(self, train: float, val: float) -> bool:
+        """Record one evaluation (both losses per observation); return whether
+        to stop."""
+        self.is_best = bool(val < self.best - self.min_delta)
+        if self.is_best:
+            self.best = val
+        if self.rule == "no_improvement":
+            self.counter = 0 if self.is_best else self.counter + 1
+        else:
+            self.counter = self.counter + 1 if val > train else 0
+        return self.patience is not None and self.counter >= self.patience
+
+
+def default_chunk_size(num_steps: int, num_chunks: int = 20) -> int:
+    """Steps per compiled chunk when :func:`fit` is not told: about
+    ``num_steps / num_chunks``, preferring a divisor of ``num_steps`` (within
+    a factor of two) so that no second, shorter chunk has to be compiled.
+
+    Used in chapter 5.
+
+    Example:
+        >>> (
+        ...     default_chunk_size(10_000),
+        ...     default_chunk_size(1_000),
+        ...     default_chunk_size(997),
+        ... )
+        (500, 50, 50)
+    """
+    if not _is_int(num_steps) or num_steps < 1:
+        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    ideal = max(1, math.ceil(num_steps / num_chunks))
+    for size in range(ideal, max(1, ideal // 2) - 1, -1):
+        if num_steps % size == 0:
+            return size
+    return ideal
+
+
+def fit(
+    svi: SVI,
+    rng_key: jax.Array,
+    num_steps: int,
+    *args: Any,
+    val_args: tuple | None = None,
+    val_kwargs: dict[str, Any] | None = None,
+    patience: int | None = None,
+    stop_rule: StopRule = "no_improvement",
+    min_delta: float = 0.0,
+    chunk_size: int | None = None,
+    progress_bar: bool = True,
+    init_state: SVIState | None = None,
+    init_params: dict[str, Any] | None = None,
+    stable_update: bool = False,
+    **kwargs: Any,
+) -> FitResult:
+    """Run ``num_steps`` of SVI in compiled chunks; a drop-in for `svi.run`.
+
+    Args:
+        svi: the `numpyro.infer.SVI` to run (any NumPyro or optax optimizer,
+            including optax transformations that need the loss value, such as
+            ``optax.contrib.reduce_on_plateau``).
+        rng_key: a JAX PRNG key; ignored when ``init_state`` is given (the
+            state carries its own key).
+        num_steps: the most steps to run.
+        *args: positional arguments of the model and guide (the training data).
+        val_args: positional arguments for the validation loss, in the same
+            places and with the same trailing shapes as ``args``; turns on
+            validation (`svi.evaluate` after every chunk).
+        val_kwargs: keyword arguments that replace those in ``kwargs`` for the
+            validation loss (for models that take their data by keyword);
+            turns on validation too.
+        patience: stop after this many evaluations that fail the
+            ``stop_rule``; needs validation data. ``None`` never stops early.
+        stop_rule: ``"no_improvement"`` (validation loss has not improved on
+            its best by more than ``min_delta``) or ``"val_above_train"``
+            (the talk's rule: per-observation validation loss above the
+            per-observation training loss); see :class:`EarlyStopping`.
+        min_delta: the least decrease that counts as an improvement.
+        chunk_size: steps per compiled chunk; the progress bar, the
+            validation loss and early stopping update once per chunk.
+            Default :func:`default_chunk_size`.
+        progress_bar: show a tqdm progress bar with the per-observation
+            training loss (mean over the last chunk) and validation loss.
+        init_state: an `SVIState` to resume from (``result.state`` of an
+            earlier run).
+        init_params: initial parameter values, passed to `svi.init`.
+        stable_update: use `svi.stable_update`, which skips steps whose loss
+            or parameters are not finite.
+        **kwargs: keyword arguments of the model and guide.
+
+    Returns:
+        A :class:`FitResult`. Losses are normalised per observation only for
+        display and early stopping: the number of observations is the leading
+        dimension of the first array among ``args`` (then ``kwargs``), and the
+        same for the validation data.
+
+    A non-finite loss stops the run with a :class:`NonFiniteLossWarning`
+    naming the step; the result then holds the last finite parameters (those
+    the bad step started from, or one step earlier when those are not finite
+    already) and the state that goes with them, and ``losses`` ends there.
+    With ``stable_update=True`` non-finite steps are skipped instead (NumPyro's
+    `stable_update`) and the run goes on.
+
+    Used in chapter 5 (introduced), chapters 3, 7 and 8.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist, optax
+        >>> from numpyro.infer import SVI, Trace_ELBO
+        >>> from numpyro.infer.autoguide import AutoNormal
+        >>> def model(y):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 10))
+        ...     with numpyro.plate("data", y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(loc, 1), obs=y)
+        >>> svi = SVI(model, AutoNormal(model), optax.adam(0.05), Trace_ELBO())
+        >>> y = jnp.full(50, 3.0)
+        >>> result = fit(svi, jax.random.key(0), 2_000, y, progress_bar=False)
+        >>> round(float(result.params["loc_auto_loc"]), 1)
+        3.0
+    """
+    if not isinstance(svi, SVI):
+        raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}")
+    if init_state is None:
+        _check_key(rng_key)
+    elif not isinstance(init_state, SVIState):
+        raise TypeError(
+            f"init_state must be an SVIState (result.state), got {type(init_state).__name__}"
+        )
+    if not _is_int(num_steps) or num_steps < 1:
+        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    validate = val_args is not None or val_kwargs is not None
+    if patience is not None and not validate:
+        raise ValueError("patience needs validation data: pass val_args or val_kwargs")
+    stopper = EarlyStopping(patience, stop_rule, min_delta)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(num_steps)
+    if not _is_int(chunk_size) or not 1 <= chunk_size <= num_steps:
+        raise ValueError(
+            f"chunk_size must be an int between 1 and num_steps={num_steps}, "
+            f"got {chunk_size!r}"
+        )
+
+    train = _Arguments(args, kwargs)
+    val = None
+    if validate:
+        val_args = tuple(val_args) if val_args is not None else args
+        val = _Arguments(val_args, {**kwargs, **(val_kwargs or {})})
+        _check_validation_data(args, kwargs, val_args, val_kwargs or {})
+    train_size = _num_obs(args, kwargs)
+    val_size = _num_obs(val.args, val.kwargs) if val is not None else None
+
+    if init_state is None:
+        state = svi.init(rng_key, *args, init_params=init_params, **kwargs)
+    else:
+        state = init_state
+
+    losses: list[np.ndarray] = []
+    val_losses: list[float] = []
+    val_steps: list[int] = []
+    params = None
+    best_step = 0
+    steps_run = 0
+    stop_reason = "completed"
+    # The states at the start of the last two chunks: a non-finite loss is
+    # traced back from there (the parameters can turn non-finite one step
+    # before the loss does, possibly in the previous chunk).
+    checkpoints = [(0, state)]
+    with tqdm(total=num_steps, disable=not progress_bar, leave=True) as bar:
+        while steps_run < num_steps:
+            length = min(chunk_size, num_steps - steps_run)
+            run_chunk = _chunk_runner(svi, length, stable_update, train, val)
+            checkpoints = [*checkpoints[-1:], (steps_run, state)]
+            state, chunk_losses, val_loss, chunk_params = run_chunk(
+                state, train.dynamic, None if val is None else val.dynamic
+            )
+            chunk_losses = np.asarray(jax.device_get(chunk_losses))
+            finite = np.isfinite(chunk_losses)
+            if not (stable_update or finite.all()):
+                bad_step = steps_run + int(np.argmin(finite)) + 1
+                steps_run, state = _last_finite(
+                    svi, stable_update, train, checkpoints, bad_step - 1
+                )
+                losses = [np.concatenate([*losses, chunk_losses])[:steps_run]]
+                stop_reason = "non_finite_loss"
+                warnings.warn(
+                    f"loss is {chunk_losses[bad_step - 1 - checkpoints[-1][0]]} at "
+                    f"step {bad_step}; stopped, keeping the parameters after step "
+                    f"{steps_run}, the last finite ones",
+                    NonFiniteLossWarning,
+                    stacklevel=2,
+                )
+                break
+            losses.append(chunk_losses)
+            steps_run += length
+            train_norm = float(chunk_losses.mean()) / train_size
+            postfix = f"train {train_norm:.4f}"
+            stop = False
+            if val is not None:
+                val_loss = float(val_loss)
+                val_losses.append(val_loss)
+                val_steps.append(steps_run)
+                val_norm = val_loss / val_size
+                stop = stopper.update(train_norm, val_norm)
+                if stopper.is_best:
+                    params, best_step = chunk_params, steps_run
+                postfix += f", val {val_norm:.4f}"
+            bar.set_postfix_str(postfix, refresh=False)
+            bar.update(length)
+            if stop:
+                stop_reason = "early_stopping"
+                break
+
+    if params is None:
+        params, best_step = svi.get_params(state), steps_run
+    return FitResult(
+        params=params,
+        state=state,
+        losses=np.concatenate(losses) if losses else np.zeros(0, np.float32),
+        val_losses=np.asarray(val_losses) if val is not None else None,
+        num_steps_run=steps_run,
+        stopped_early=steps_run < num_steps,
+        stop_reason=stop_reason,
+        val_steps=np.asarray(val_steps, dtype=int) if val is not None else None,
+        best_step=best_step,
+        train_size=train_size,
+        val_size=val_size,
+    )
+
+
+# --------------------------------------------------------------------------
+# Compiled chunks, cached per SVI object.
+
+
+class _Arguments:
+    """Model arguments split into arrays (traced) and everything else (static,
+    part of the compilation cache key)."""
+
+    def __init__(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        self.args, self.kwargs = tuple(args), dict(kwargs)
+        dyn_args, static_args = [], []
+        for i, value in enumerate(self.args):
+            (dyn_args if _is_dynamic(value) else static_args).append((i, value))
+        dyn_kwargs, static_kwargs = {}, []
+        for name, value in sorted(self.kwargs.items()):
+            if _is_dynamic(value):
+                dyn_kwargs[name] = value
+            else:
+                static_kwargs.append((name, value))
+        self.dynamic = ({i: v for i, v in dyn_args}, dyn_kwargs)
+        self.key: Hashable = (
+            len(self.args),
+            tuple(static_args),
+            tuple(static_kwargs),
+            tuple(i for i, _ in dyn_args),
+            tuple(dyn_kwargs),
+        )
+
+    def merge(self, dynamic: tuple[dict, dict]) -> tuple[tuple, dict]:
+        dyn_args, dyn_kwargs = dynamic
+        args = tuple(dyn_args.get(i, v) for i, v in enumerate(self.args))
+        return args, {**self.kwargs, **dyn_kwargs}
+
+
+_CACHE: weakref.WeakKeyDictionary[SVI, dict[Hashable, Callable]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _chunk_runner(
+    svi: SVI,
+    length: int,
+    stable_update: bool,
+    train: _Arguments,
+    val: _Arguments | None,
+) -> Callable:
+    key = ("chunk", length, stable_update, train.key, None if val is None else val.key)
+    cache = _CACHE.setdefault(svi, {})
+    if key not in cache:
+        update = svi.stable_update if stable_update else svi.update
+
+        def run_chunk(state, train_dynamic, val_dynamic):
+            args, kwargs = train.merge(train_dynamic)
+
+            def body(state, _):
+                return update(state, *args, **kwargs)
+
+            state, losses = lax.scan(body, state, None, length=length)
+            if val is None:
+                return state, losses, None, None
+            vargs, vkwargs = val.merge(val_dynamic)
+            val_loss = svi.evaluate(state, *vargs, **vkwargs)
+            return state, losses, val_loss, svi.get_params(state)
+
+        cache[key] = jax.jit(run_chunk)
+    return cache[key]
+
+
+def _last_finite(
+    svi: SVI,
+    stable_update: bool,
+    train: _Arguments,
+    checkpoints: list[tuple[int, SVIState]],
+    num_steps: int,
+) -> tuple[int, SVIState]:
+    """The state after ``num_steps`` steps, or one step earlier when its
+    parameters are not finite; replayed from the closest checkpoint."""
+    for steps in (num_steps, num_steps - 1):
+        start, state = max(
+            (c for c in checkpoints if c[0] <= steps), key=lambda c: c[0]
+        )
+        state = _replay(svi, stable_update, train, state, steps - start)
+        finite = jax.tree.map(
+            lambda x: bool(jnp.all(jnp.isfinite(x))), svi.get_params(state)
+        )
+        if all(jax.tree.leaves(finite)) or steps == 0:
+            return steps, state
+    return steps, state
+
+
+def _replay(
+    svi: SVI, stable_update: bool, train: _Arguments, state: SVIState, num: int
+) -> SVIState:
+    """Re-run the first ``num`` steps of a chunk (the key lives in the state, so
+    this reproduces them exactly): the state just before a non-finite loss."""
+    if num == 0:
+        return state
+    key = ("replay", stable_update, train.key)
+    cache = _CACHE.setdefault(svi, {})
+    if key not in cache:
+        update = svi.stable_update if stable_update else svi.update
+
+        def replay(state, train_dynamic, num):
+            args, kwargs = train.merge(train_dynamic)
+            return lax.fori_loop(
+                0, num, lambda _, s: update(s, *args, **kwargs)[0], state
+            )
+
+        cache[key] = jax.jit(replay)
+    return cache[key](state, train.dynamic, num)
+
+
+# --------------------------------------------------------------------------
+# Input checks, before any tracing.
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_dynamic(value: Any) -> bool:
+    if isinstance(value, jax.Array | np.ndarray):
+        return True
+    try:
+        hash(value)
+    except TypeError:
+        return True  # an unhashable container: treat it as a pytree of arrays
+    return False
+
+
+def _check_key(rng_key: Any) -> None:
+    if isinstance(rng_key, jax.Array):
+        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
+            return
+        if rng_key.dtype == jnp.uint32 and rng_key.shape == (2,):
+            return
+    raise TypeError(
+        f"rng_key must be a JAX PRNG key (jax.random.key(0)), got {rng_key!r}"
+    )
+
+
+def _num_obs(args: tuple, kwargs: dict[str, Any]) -> int:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, jax.Array | np.ndarray) and value.ndim >= 1:
+            return max(int(value.shape[0]), 1)
+    return 1
+
+
+def _check_validation_data(
+    args: tuple, kwargs: dict[str, Any], val_args: tuple, val_kwargs: dict[str, Any]
+) -> None:
+    if len(val_args) != len(args):
+        raise ValueError(
+            f"val_args must hold as many arguments as the training args "
+            f"({len(args)}), got {len(val_args)}"
+        )
+    unknown = set(val_kwargs) - set(kwargs)
+    if unknown:
+        raise ValueError(
+            f"val_kwargs names arguments the training call lacks: {sorted(unknown)}"
+        )
+    pairs = [
+        (f"val_args[{i}]", a, v)
+        for i, (a, v) in enumerate(zip(args, val_args, strict=True))
+    ]
+    pairs += [(f"val_kwargs[{k!r}]", kwargs[k], v) for k, v in val_kwargs.items()]
+    for name, train_value, val_value in pairs:
+        train_is_array = isinstance(train_value, jax.Array | np.ndarray)
+        if train_is_array != isinstance(val_value, jax.Array | np.ndarray):
+            raise ValueError(
+                f"{name} must be an array exactly where the training argument is one, "
+                f"got {type(val_value).__name__} for {type(train_value).__name__}"
+            )
+        if not train_is_array:
+            continue
+        if (
+            val_value.ndim != train_value.ndim
+            or val_value.shape[1:] != train_value.shape[1:]
+        ):
+            raise ValueError(
+                f"{name} must have shape (n, {', '.join(map(str, train_value.shape[1:]))}) "
+                f"to match the training data {train_value.shape}, got {val_value.shape}"
+            )
+        if val_value.ndim >= 1 and val_value.shape[0] < 1:
+            raise ValueError(f"{name} must not be empty, got shape {val_value.shape}")

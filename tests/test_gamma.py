@@ -1,0 +1,156 @@
+"""Tests of companion.gamma: the talk's model and guide, the exact posterior,
+and the fitted approximation against it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro import handlers
+from scipy import integrate, stats
+
+from companion import gamma
+
+
+@pytest.fixture(scope="module")
+def z():
+    return gamma.simulate(jax.random.key(1), 2.0, 200)
+
+
+def test_model_and_guide_expose_the_talks_names(z):
+    model_trace = handlers.trace(handlers.seed(gamma.model, 0)).get_trace(z=z)
+    assert model_trace["concentration"]["type"] == "sample"
+    assert not model_trace["concentration"]["is_observed"]
+    assert model_trace["z"]["is_observed"]
+    np.testing.assert_array_equal(model_trace["z"]["value"], z)
+    guide_trace = handlers.trace(handlers.seed(gamma.guide, 0)).get_trace(z=z)
+    params = {k: v for k, v in guide_trace.items() if v["type"] == "param"}
+    assert set(params) == {"concentration_loc", "concentration_scale"}
+    assert float(params["concentration_loc"]["value"]) == pytest.approx(0.5)
+    assert float(params["concentration_scale"]["value"]) == pytest.approx(0.1)
+    assert guide_trace["concentration"]["value"] > 0
+
+
+def test_model_log_density_is_halfnormal_prior_plus_gamma_likelihood(z):
+    c = 1.7
+    conditioned = handlers.condition(gamma.model, {"concentration": c})
+    trace = handlers.trace(conditioned).get_trace(z=z)
+    log_joint = sum(
+        site["fn"].log_prob(site["value"]).sum()
+        for site in trace.values()
+        if site["type"] == "sample"
+    )
+    expected = stats.halfnorm.logpdf(c) + stats.gamma.logpdf(np.asarray(z), c).sum()
+    assert float(log_joint) == pytest.approx(expected, rel=1e-5)
+
+
+def test_model_simulates_data_sets_without_observations():
+    trace = handlers.trace(handlers.seed(gamma.model, 0)).get_trace(num_obs=7)
+    assert trace["z"]["value"].shape == (7,)
+
+
+def test_exact_posterior_integrates_to_one_and_matches_quadrature(z):
+    grid = gamma.default_grid(z)
+    density = gamma.exact_posterior(z, grid)
+    assert density.shape == grid.shape
+    assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=1e-12)
+
+    zz = np.asarray(z, dtype=np.float64)
+
+    def unnormalised(c):
+        return np.exp(stats.halfnorm.logpdf(c) + stats.gamma.logpdf(zz, c).sum() - 0.0)
+
+    # Independent normalisation with adaptive quadrature around the mode.
+    mode = grid[np.argmax(density)]
+    scale = unnormalised(mode)
+    evidence, _ = integrate.quad(
+        lambda c: unnormalised(c) / scale, 1e-6, 20, points=[mode]
+    )
+    for c in (mode - 0.2, mode, mode + 0.15):
+        expected = unnormalised(c) / scale / evidence
+        assert np.interp(c, grid, density) == pytest.approx(expected, rel=1e-3)
+
+
+def test_fitted_approximation_matches_the_exact_posterior(z):
+    result = gamma.fit(jax.random.key(0), z, num_steps=1_000)
+    assert set(result.params) == {"concentration_loc", "concentration_scale"}
+    assert result.losses.shape == (1_000,)
+    exact_mean, exact_sd = gamma.posterior_moments(z)
+    q_mean, q_sd = gamma.approximation_moments(result.params)
+    # Stated tolerances: the mean within a quarter of a posterior standard
+    # deviation, the spread within 15 %.
+    assert abs(q_mean - exact_mean) < 0.25 * exact_sd
+    assert q_sd / exact_sd == pytest.approx(1.0, abs=0.15)
+    # And the truth (2.0) lies well inside the approximation.
+    assert abs(q_mean - 2.0) < 3 * q_sd
+
+
+def test_approximation_moments_match_monte_carlo():
+    params = {
+        "concentration_loc": jnp.array(0.3),
+        "concentration_scale": jnp.array(0.4),
+    }
+    draws = gamma.approximation(params).sample(jax.random.key(2), (400_000,))
+    mean, sd = gamma.approximation_moments(params)
+    assert mean == pytest.approx(float(draws.mean()), rel=5e-3)
+    assert sd == pytest.approx(float(draws.std()), rel=1e-2)
+
+
+def test_recovery_study_rows():
+    table = gamma.recovery_study(jax.random.key(3), [1.0, 4.0], [100], num_steps=500)
+    assert list(table["true_concentration"]) == [1.0, 4.0]
+    assert list(table["num_obs"]) == [100, 100]
+    assert (table["exact_lower"] < table["exact_mean"]).all()
+    assert (table["exact_mean"] < table["exact_upper"]).all()
+    assert (table["q_lower"] < table["q_upper"]).all()
+    assert table["exact_sd"].gt(0).all() and table["pareto_k"].notna().all()
+    np.testing.assert_allclose(
+        table["sd_ratio"], table["q_sd"] / table["exact_sd"], rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad_z", "match"),
+    [
+        (jnp.array([1.0, -2.0]), "strictly positive"),
+        (jnp.array([1.0, 0.0]), "strictly positive"),
+        (jnp.array([1.0, jnp.nan]), "finite"),
+        (jnp.array([1.0, jnp.inf]), "finite"),
+        (jnp.array([]), "at least one"),
+        (jnp.ones((3, 2)), "1-D"),
+    ],
+)
+def test_bad_observations_are_rejected(bad_z, match):
+    with pytest.raises(ValueError, match=f"z must .*{match}"):
+        gamma.fit(jax.random.key(0), bad_z)
+    with pytest.raises(ValueError, match=match):
+        gamma.exact_posterior(bad_z, np.linspace(0.1, 3, 10))
+
+
+def test_bad_settings_are_rejected(z):
+    with pytest.raises(ValueError, match="num_steps"):
+        gamma.fit(jax.random.key(0), z, num_steps=0)
+    with pytest.raises(ValueError, match="num_particles"):
+        gamma.fit(jax.random.key(0), z, num_particles=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        gamma.make_svi(learning_rate=-1.0)
+    with pytest.raises(ValueError, match="concentration"):
+        gamma.simulate(jax.random.key(0), 0.0, 10)
+    with pytest.raises(ValueError, match="num_samples"):
+        gamma.simulate(jax.random.key(0), 1.0, 0)
+    with pytest.raises(ValueError, match="concentration_scale"):
+        gamma.approximation_moments({"concentration_loc": 0.0})
+
+
+@pytest.mark.parametrize(
+    ("grid", "match"),
+    [
+        (np.linspace(-1.0, 3.0, 10), "strictly positive"),
+        (np.linspace(0.0, 3.0, 10), "strictly positive"),
+        (np.array([2.0, 1.0, 3.0]), "increasing"),
+        (np.array([1.0]), "at least 2"),
+        (np.array([1.0, np.inf]), "finite"),
+    ],
+)
+def test_bad_grids_are_rejected(z, grid, match):
+    with pytest.raises(ValueError, match=f"grid must .*{match}"):
+        gamma.exact_posterior(z, grid)

@@ -1,0 +1,148 @@
+"""Checks of the book's scaffolding that need no Quarto: configuration parses,
+everything it lists exists, chapters are clean notebooks with a title, and the
+README, CI and conda environment agree with `pyproject.toml`."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+
+
+def _yaml(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def _notebook(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_there_are_chapters() -> None:
+    assert CHAPTERS, "chapters/ holds no notebooks"
+
+
+def test_quarto_shared_config() -> None:
+    config = _yaml("_quarto.yml")
+    assert config["profile"]["default"] == "book"
+    assert config["execute"]["enabled"] is True
+    assert config["execute"]["freeze"] == "auto"
+    assert (ROOT / config["bibliography"]).is_file()
+
+
+def test_book_profile_lists_existing_files_and_every_chapter() -> None:
+    book = _yaml("_quarto-book.yml")
+    assert book["project"]["type"] == "book"
+    assert book["project"]["output-dir"] == "_book"
+    assert "html" in book["format"]
+    listed = book["book"]["chapters"]
+    assert listed[0] == "index.qmd"
+    for entry in listed:
+        assert (ROOT / entry).is_file(), f"_quarto-book.yml lists missing {entry}"
+    chapter_entries = [e for e in listed if e.startswith("chapters/")]
+    assert chapter_entries == [str(p.relative_to(ROOT)) for p in CHAPTERS]
+
+
+def test_slides_profile_renders_the_chapters_as_revealjs() -> None:
+    slides = _yaml("_quarto-slides.yml")
+    assert slides["project"]["type"] == "default"
+    assert slides["project"]["output-dir"] == "_slides"
+    assert "revealjs" in slides["format"]
+    rendered = slides["project"]["render"]
+    for entry in rendered:
+        assert (ROOT / entry).is_file(), f"_quarto-slides.yml lists missing {entry}"
+    chapters = {str(p.relative_to(ROOT)) for p in CHAPTERS}
+    assert chapters <= set(rendered)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_has_a_title_and_a_hidden_setup_cell(path: Path) -> None:
+    cells = _notebook(path)["cells"]
+    first_md = next(c for c in cells if c["cell_type"] == "markdown")
+    assert "".join(first_md["source"]).lstrip().startswith("# "), "no '# Title'"
+    first_code = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+    assert "#| include: false" in first_code
+    assert re.search(r"^SEED\s*=", first_code, re.MULTILINE), "set-up cell has no SEED"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_is_committed_without_outputs(path: Path) -> None:
+    for cell in _notebook(path)["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs", []) == [], f"{path.name} keeps outputs"
+            assert cell.get("execution_count") is None
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_figures_are_labelled_and_captioned(path: Path) -> None:
+    for cell in _notebook(path)["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and "#| label: fig-" in source:
+            assert "#| fig-cap:" in source, f"figure without caption in {path.name}"
+
+
+def test_citations_resolve_to_the_bibliography() -> None:
+    keys = set(re.findall(r"@\w+\{([^,]+),", (ROOT / "references.bib").read_text()))
+    sources = [ROOT / "index.qmd", *ROOT.glob("slides/*.qmd")]
+    texts = [p.read_text() for p in sources]
+    for path in CHAPTERS:
+        for cell in _notebook(path)["cells"]:
+            if cell["cell_type"] == "markdown":
+                texts.append("".join(cell["source"]))
+    cited = set()
+    for text in texts:
+        for group in re.findall(r"\[([^\]]*@[^\]]*)\]", text):
+            cited.update(re.findall(r"-?@([\w:-]+)", group))
+    cited = {c for c in cited if not c.startswith(("fig-", "tbl-", "sec-", "eq-"))}
+    assert cited, "no citations found"
+    assert cited <= keys, f"unknown citation keys: {sorted(cited - keys)}"
+
+
+def test_environment_installs_the_project_with_its_dev_extra() -> None:
+    env = _yaml("environment.yml")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert {"python=3.11", "quarto", "pip"} == set(conda)
+    # The pip section installs exactly the project with its dev extra, so the
+    # conda environment names the same packages as pyproject.toml.
+    assert pip == ["-e .[dev]"]
+    assert "dev" in pyproject["project"]["optional-dependencies"]
+    assert pyproject["project"]["requires-python"] == ">=3.11"
+
+
+def test_pyproject_names_the_stack() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    names = {re.split(r"[<>=\[ ]", d)[0] for d in pyproject["project"]["dependencies"]}
+    assert {
+        "jax",
+        "numpyro",
+        "flax",
+        "optax",
+        "arviz",
+        "matplotlib",
+        "jaxtyping",
+        "tqdm",
+    } <= names
+    arviz = next(
+        d for d in pyproject["project"]["dependencies"] if d.startswith("arviz")
+    )
+    assert "<1.0" in arviz
+    dev = {
+        re.split(r"[<>=\[ ]", d)[0]
+        for d in pyproject["project"]["optional-dependencies"]["dev"]
+    }
+    assert {"pytest", "nbmake", "ruff", "ipykernel", "nbstripout"} <= dev
+
+
+def test_ci_runs_the_readme_setup_and_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in ['pip install -e ".[dev]"', "nbstripout --install", "pytest -n 2"]:
+        assert command in readme, f"README lacks {command!r}"
+        assert command in ci, f".ci/run lacks {command!r}"
