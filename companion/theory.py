@@ -59,7 +59,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def normal_posterior(
-    y: Float[ArrayLike, n * d],
+    y: Float[ArrayLike, "n *d"],
     prior_loc: float,
     prior_scale: float,
     noise_scale: float,
@@ -84,7 +84,7 @@ def normal_posterior(
 
 
 def normal_log_evidence(
-    y: Float[ArrayLike, n * d],
+    y: Float[ArrayLike, "n *d"],
     prior_loc: float,
     prior_scale: float,
     noise_scale: float,
@@ -107,7 +107,7 @@ def normal_log_evidence(
 
 
 def normal_expected_log_likelihood(
-    y: Float[ArrayLike, n * d],
+    y: Float[ArrayLike, "n *d"],
     q_loc: Float[ArrayLike, "*d"],
     q_scale: Float[ArrayLike, "*d"],
     noise_scale: float,
@@ -129,7 +129,7 @@ def normal_expected_log_likelihood(
 
 
 def normal_elbo(
-    y: Float[ArrayLike, n * d],
+    y: Float[ArrayLike, "n *d"],
     q_loc: Float[ArrayLike, "*d"],
     q_scale: Float[ArrayLike, "*d"],
     prior_loc: float,
@@ -232,7 +232,7 @@ def mean_field_optimum(
 
 def naive_log_evidence(
     rng_key: jax.Array,
-    y: Float[ArrayLike, n * d],
+    y: Float[ArrayLike, "n *d"],
     prior_loc: float,
     prior_scale: float,
     noise_scale: float,
@@ -262,7 +262,7 @@ def naive_log_evidence(
 
 
 def naive_evidence_relative_error(
-    y: Float[ArrayLike, n * d],
+    y: Float[ArrayLike, "n *d"],
     prior_loc: float,
     prior_scale: float,
     noise_scale: float,
