@@ -24,6 +24,7 @@ Used in chapter 1 (Bayes' rule) and chapter 2 (the ELBO).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -59,7 +60,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def normal_posterior(
-    y: Float[ArrayLike, "n *d"],
+    y: Float[ArrayLike, " n *d"],
     prior_loc: float,
     prior_scale: float,
     noise_scale: float,
@@ -80,11 +81,11 @@ def normal_posterior(
     n = y.shape[0]
     precision = 1.0 / prior_scale**2 + n / noise_scale**2
     loc = (prior_loc / prior_scale**2 + jnp.sum(y, axis=0) / noise_scale**2) / precision
-    return loc, 1.0 / jnp.sqrt(precision)
+    return loc, jnp.broadcast_to(1.0 / jnp.sqrt(precision), jnp.shape(loc))
 
 
 def normal_log_evidence(
-    y: Float[ArrayLike, "n *d"],
+    y: Float[ArrayLike, " n *d"],
     prior_loc: float,
     prior_scale: float,
     noise_scale: float,
@@ -107,7 +108,7 @@ def normal_log_evidence(
 
 
 def normal_expected_log_likelihood(
-    y: Float[ArrayLike, "n *d"],
+    y: Float[ArrayLike, " n *d"],
     q_loc: Float[ArrayLike, "*d"],
     q_scale: Float[ArrayLike, "*d"],
     noise_scale: float,
@@ -129,7 +130,7 @@ def normal_expected_log_likelihood(
 
 
 def normal_elbo(
-    y: Float[ArrayLike, "n *d"],
+    y: Float[ArrayLike, " n *d"],
     q_loc: Float[ArrayLike, "*d"],
     q_scale: Float[ArrayLike, "*d"],
     prior_loc: float,
@@ -232,7 +233,7 @@ def mean_field_optimum(
 
 def naive_log_evidence(
     rng_key: jax.Array,
-    y: Float[ArrayLike, "n *d"],
+    y: Float[ArrayLike, " n *d"],
     prior_loc: float,
     prior_scale: float,
     noise_scale: float,
@@ -254,15 +255,18 @@ def naive_log_evidence(
     prior_scale = _check_real("prior_scale", prior_scale, positive=True)
     noise_scale = _check_real("noise_scale", noise_scale, positive=True)
     _check_positive_int("num_samples", num_samples)
-    theta = prior_loc + prior_scale * jax.random.normal(
-        rng_key, (num_samples, *y.shape[1:])
+    # Only the sufficient statistics reach the compiled core, so data sets of
+    # different sizes n share one compilation.
+    mean = jnp.mean(y, axis=0)
+    within = jnp.sum((y - mean) ** 2, axis=0)
+    num_obs = jnp.asarray(y.shape[0], dtype=mean.dtype)
+    return _naive_log_evidence(
+        rng_key, num_obs, mean, within, prior_loc, prior_scale, noise_scale, num_samples
     )
-    log_likelihood = jax.vmap(lambda t: _log_likelihood(y, t, noise_scale))(theta)
-    return logsumexp(log_likelihood) - jnp.log(num_samples)
 
 
 def naive_evidence_relative_error(
-    y: Float[ArrayLike, "n *d"],
+    y: Float[ArrayLike, " n *d"],
     prior_loc: float,
     prior_scale: float,
     noise_scale: float,
@@ -315,6 +319,7 @@ def normal_model(
 
     Used in chapter 2.
     """
+    y, num_obs = _check_model_args(y, num_obs)
     theta = numpyro.sample("theta", dist.Normal(prior_loc, prior_scale))
     size = num_obs if y is None else y.shape[0]
     with numpyro.plate("data", 1 if size is None else size):
@@ -430,6 +435,22 @@ def _log_evidence_per_coordinate(y, prior_loc, prior_scale, noise_scale):
         + within / noise_var
         + n * (mean - prior_loc) ** 2 / marginal_var
     )
+
+
+@functools.partial(jax.jit, static_argnames="num_samples")
+def _naive_log_evidence(
+    rng_key, num_obs, mean, within, prior_loc, prior_scale, noise_scale, num_samples
+):
+    theta = prior_loc + prior_scale * jax.random.normal(
+        rng_key, (num_samples, *jnp.shape(mean))
+    )
+    noise_var = noise_scale**2
+    log_likelihood = -0.5 * (
+        num_obs * (_LOG_2PI + jnp.log(noise_var))
+        + (within + num_obs * (mean - theta) ** 2) / noise_var
+    )
+    log_likelihood = jnp.sum(log_likelihood.reshape(num_samples, -1), axis=1)
+    return logsumexp(log_likelihood) - jnp.log(num_samples)
 
 
 def _log_likelihood(y, theta, noise_scale):
@@ -562,6 +583,17 @@ def _check_mvn(loc_name: str, loc: object, cov_name: str, cov: object):
         except np.linalg.LinAlgError as error:
             raise ValueError(f"{cov_name} must be positive definite") from error
     return loc, cov
+
+
+def _check_model_args(y, num_obs):
+    if y is None:
+        if num_obs is not None:
+            _check_positive_int("num_obs", num_obs)
+        return y, num_obs
+    y = _check_y(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must have shape (n,), got shape {y.shape}")
+    return y, num_obs
 
 
 def _check_grad_args(
