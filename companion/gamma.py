@@ -12,6 +12,8 @@ Used in chapter 3 (introduced) and chapter 7 (SVI vs MCMC).
 from __future__ import annotations
 
 import functools
+import numbers
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -28,6 +30,7 @@ from scipy.special import gammaln
 from companion import training
 
 __all__ = [
+    "PRIOR_SCALE",
     "approximation",
     "approximation_moments",
     "default_grid",
@@ -42,7 +45,15 @@ __all__ = [
 ]
 
 
-def model(z: Float[Array, " n"] | None = None, num_obs: int | None = None) -> None:
+PRIOR_SCALE = 1.0
+"""The scale of the talk's half-normal prior on the concentration."""
+
+
+def model(
+    z: Float[Array, " n"] | None = None,
+    num_obs: int | None = None,
+    prior_scale: float = PRIOR_SCALE,
+) -> None:
     """The talk's model: ``concentration ~ HalfNormal(1)`` and
     ``z ~ Gamma(concentration, rate=1)``, observed.
 
@@ -51,15 +62,21 @@ def model(z: Float[Array, " n"] | None = None, num_obs: int | None = None) -> No
     set of ``num_obs`` points when ``z`` is ``None`` (prior predictive checks,
     simulation-based calibration).
 
+    ``prior_scale`` is the half-normal's scale (1 in the talk).
+
     Sites: ``concentration`` (latent), ``z`` (observed). Used in chapter 3.
     """
-    concentration = numpyro.sample("concentration", dist.HalfNormal(scale=1.0))
+    concentration = numpyro.sample("concentration", dist.HalfNormal(scale=prior_scale))
     size = num_obs if z is None else z.shape[0]
     with numpyro.plate("data", 1 if size is None else size):
         numpyro.sample("z", dist.Gamma(concentration=concentration, rate=1.0), obs=z)
 
 
-def guide(z: Float[Array, " n"] | None = None, num_obs: int | None = None) -> None:
+def guide(
+    z: Float[Array, " n"] | None = None,
+    num_obs: int | None = None,
+    prior_scale: float = PRIOR_SCALE,
+) -> None:
     """The talk's guide: ``Normal(concentration_loc, concentration_scale)``
     through ``ExpTransform``, params initialised at 0.5 and 0.1, the scale
     constrained positive. Used in chapter 3.
@@ -82,7 +99,7 @@ def simulate(
 
     Used in chapter 3.
     """
-    if not isinstance(concentration, int | float) or not concentration > 0:
+    if not _is_positive(concentration):
         raise ValueError(f"concentration must be a number > 0, got {concentration!r}")
     if not _is_int(num_samples) or num_samples < 1:
         raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
@@ -93,12 +110,21 @@ def make_svi(num_particles: int = 10, learning_rate: float = 0.005) -> SVI:
     """The talk's SVI set-up: `Trace_ELBO(num_particles)` and
     `optax.adam(learning_rate)` on :func:`model` and :func:`guide`.
 
+    The same settings give the same `SVI` object: it holds no state (that
+    lives in `SVIState`), and sharing it lets :func:`companion.training.fit`
+    reuse the steps it compiled.
+
     Used in chapter 3.
     """
     if not _is_int(num_particles) or num_particles < 1:
         raise ValueError(f"num_particles must be an int >= 1, got {num_particles!r}")
-    if not isinstance(learning_rate, int | float) or not learning_rate > 0:
+    if not _is_positive(learning_rate):
         raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
+    return _cached_svi(int(num_particles), float(learning_rate))
+
+
+@functools.cache
+def _cached_svi(num_particles: int, learning_rate: float) -> SVI:
     return SVI(
         model,
         guide,
@@ -115,6 +141,7 @@ def fit(
     num_particles: int = 10,
     learning_rate: float = 0.005,
     progress_bar: bool = False,
+    prior_scale: float = PRIOR_SCALE,
     svi: SVI | None = None,
 ) -> training.FitResult:
     """Fit the talk's guide to data ``z`` with SVI (the talk's settings by
@@ -124,67 +151,113 @@ def fit(
     ``concentration_loc`` and ``concentration_scale``, ``.losses`` the
     negative ELBO of each step. Fits with the same settings share one `SVI`
     object, and with it the steps :func:`companion.training.fit` compiled;
-    pass ``svi`` (from :func:`make_svi`) to use another.
+    pass ``svi`` (from :func:`make_svi`) to use another. ``prior_scale`` is
+    passed to :func:`model`.
 
     Used in chapter 3.
     """
     z = _check_observations(z)
     if not _is_int(num_steps) or num_steps < 1:
         raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    if not _is_positive(prior_scale):
+        raise ValueError(f"prior_scale must be a number > 0, got {prior_scale!r}")
     if svi is None:
-        svi = _shared_svi(num_particles, learning_rate)
+        svi = make_svi(num_particles, learning_rate)
     chunk_size = _CHUNK if num_steps % _CHUNK == 0 else None
     return training.fit(
-        svi, rng_key, num_steps, z=z, progress_bar=progress_bar, chunk_size=chunk_size
+        svi,
+        rng_key,
+        num_steps,
+        z=z,
+        prior_scale=float(prior_scale),
+        progress_bar=progress_bar,
+        chunk_size=chunk_size,
     )
 
 
-# SVI objects hold no state (that lives in SVIState), so fits with the same
-# settings can share one, and with it the compiled steps of training.fit.
-_shared_svi = functools.lru_cache(maxsize=8)(make_svi)
-_CHUNK = 250
+_CHUNK = 250  # divides the step counts chapter 3 uses: one compiled chunk
 
 
-def default_grid(z: Float[ArrayLike, " n"], num_points: int = 4_001) -> np.ndarray:
-    """A grid of concentrations that holds the posterior's mass for data ``z``:
-    from near zero to well beyond the sample mean (the mean of
-    ``Gamma(c, 1)`` is ``c``). Used in chapter 3.
+def default_grid(
+    z: Float[ArrayLike, " n"],
+    num_points: int = 4_001,
+    prior_scale: float = PRIOR_SCALE,
+) -> np.ndarray:
+    """A grid of concentrations that holds the posterior's mass for data ``z``.
+
+    Two passes: a coarse grid from near zero to well beyond the sample mean
+    (the mean of ``Gamma(c, 1)`` is ``c``) finds where the posterior lives,
+    then ``num_points`` points span that region with a margin, so narrow
+    posteriors (many observations) get as fine a grid as wide ones.
+    Used in chapter 3.
     """
     z = _check_observations(z)
     if not _is_int(num_points) or num_points < 2:
         raise ValueError(f"num_points must be an int >= 2, got {num_points!r}")
     upper = 2.0 * float(np.mean(z)) + 5.0
-    return np.linspace(upper / num_points, upper, num_points)
+    coarse = np.linspace(upper / 20_000, upper, 20_000)
+    log_density = _log_joint(z.astype(np.float64), coarse, prior_scale)
+    inside = np.flatnonzero(log_density > log_density.max() - 40.0)  # e^-40 ~ 4e-18
+    lo, hi = coarse[max(inside[0] - 1, 0)], coarse[min(inside[-1] + 1, coarse.size - 1)]
+    margin = 0.1 * (hi - lo)
+    return np.linspace(max(lo - margin, coarse[0] / 10), hi + margin, num_points)
 
 
 def exact_posterior(
-    z: Float[ArrayLike, " n"], grid: Float[ArrayLike, " g"]
+    z: Float[ArrayLike, " n"],
+    grid: Float[ArrayLike, " g"],
+    prior_scale: float = PRIOR_SCALE,
 ) -> Float[np.ndarray, " g"]:
     """The exact posterior density of the concentration on ``grid``,
     normalised by the trapezoidal rule (in float64, with NumPy/SciPy).
 
     ``grid`` must be increasing, positive and finite, and should cover the
-    posterior's mass (see :func:`default_grid`). Used in chapter 3.
+    posterior's mass (see :func:`default_grid`); a `RuntimeWarning` says when
+    the density at either end is not negligible (mass cut off).
+    Used in chapter 3.
     """
     z = _check_observations(z).astype(np.float64)
     grid = _check_grid(grid)
-    log_prior = np.log(2.0) - 0.5 * np.log(2.0 * np.pi) - 0.5 * grid**2
-    log_lik = (grid - 1.0) * np.log(z).sum() - z.sum() - z.shape[0] * gammaln(grid)
-    log_joint = log_prior + log_lik
+    if not _is_positive(prior_scale):
+        raise ValueError(f"prior_scale must be a number > 0, got {prior_scale!r}")
+    log_joint = _log_joint(z, grid, float(prior_scale))
     density = np.exp(log_joint - log_joint.max())
+    if max(density[0], density[-1]) > 1e-8:
+        warnings.warn(
+            "the posterior density is not negligible at the end of grid: "
+            "widen it (see default_grid)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return density / np.trapezoid(density, grid)
 
 
 def posterior_moments(
-    z: Float[ArrayLike, " n"], grid: Float[ArrayLike, " g"] | None = None
+    z: Float[ArrayLike, " n"],
+    grid: Float[ArrayLike, " g"] | None = None,
+    prior_scale: float = PRIOR_SCALE,
 ) -> tuple[float, float]:
     """Mean and standard deviation of the exact posterior, by quadrature on
     ``grid`` (default :func:`default_grid`). Used in chapter 3."""
-    grid = default_grid(z) if grid is None else _check_grid(grid)
-    density = exact_posterior(z, grid)
+    grid = (
+        default_grid(z, prior_scale=prior_scale) if grid is None else _check_grid(grid)
+    )
+    density = exact_posterior(z, grid, prior_scale)
     mean = np.trapezoid(grid * density, grid)
     var = np.trapezoid((grid - mean) ** 2 * density, grid)
     return float(mean), float(np.sqrt(var))
+
+
+def _log_joint(z: np.ndarray, grid: np.ndarray, prior_scale: float) -> np.ndarray:
+    """log HalfNormal(c; prior_scale) + sum_i log Gamma(z_i; c, 1), on a grid."""
+    log_prior = (
+        np.log(2.0)
+        - 0.5 * np.log(2.0 * np.pi)
+        - np.log(prior_scale)
+        - 0.5 * (grid / prior_scale) ** 2
+    )
+    log_lik = (grid - 1.0) * np.log(z).sum() - z.sum() - z.shape[0] * gammaln(grid)
+    return log_prior + log_lik
 
 
 def approximation(params: dict[str, ArrayLike]) -> dist.Distribution:
@@ -212,6 +285,7 @@ def recovery_study(
     learning_rate: float = 0.005,
     interval: float = 0.94,
     num_psis_particles: int | None = 2_000,
+    prior_scale: float = PRIOR_SCALE,
 ) -> pd.DataFrame:
     """Simulate data for every true concentration and data size, fit the
     guide, and compare it with the exact posterior.
@@ -230,17 +304,32 @@ def recovery_study(
         raise ValueError("concentrations and sizes must be non-empty sequences")
     if not 0.0 < interval < 1.0:
         raise ValueError(f"interval must lie in (0, 1), got {interval!r}")
-    svi = _shared_svi(num_particles, learning_rate)
+    for concentration in concentrations:
+        if not _is_positive(concentration):
+            raise ValueError(
+                f"concentrations must be numbers > 0, got {concentration!r}"
+            )
+    for size in sizes:
+        if not _is_int(size) or size < 1:
+            raise ValueError(f"sizes must be ints >= 1, got {size!r}")
+    if num_psis_particles is not None and (
+        not _is_int(num_psis_particles) or num_psis_particles < 2
+    ):
+        raise ValueError(
+            f"num_psis_particles must be None or an int >= 2, got {num_psis_particles!r}"
+        )
+    svi = make_svi(num_particles, learning_rate)
     rows = []
     keys = jax.random.split(rng_key, len(concentrations) * len(sizes))
     cells = [(c, n) for c in concentrations for n in sizes]
     for key, (concentration, size) in zip(keys, cells, strict=True):
         key_data, key_fit, key_psis = jax.random.split(key, 3)
         z = simulate(key_data, float(concentration), int(size))
-        result = fit(key_fit, z, num_steps, svi=svi)
-        grid = default_grid(z)
-        exact_mean, exact_sd = posterior_moments(z, grid)
-        exact_lower, exact_upper = _quantiles(grid, exact_posterior(z, grid), interval)
+        result = fit(key_fit, z, num_steps, svi=svi, prior_scale=prior_scale)
+        grid = default_grid(z, prior_scale=prior_scale)
+        exact_mean, exact_sd = posterior_moments(z, grid, prior_scale)
+        density = exact_posterior(z, grid, prior_scale)
+        exact_lower, exact_upper = _quantiles(grid, density, interval)
         q_mean, q_sd = approximation_moments(result.params)
         q = approximation(result.params)
         tail = (1.0 - interval) / 2.0
@@ -254,6 +343,7 @@ def recovery_study(
                 model,
                 guide,
                 z=z,
+                prior_scale=prior_scale,
                 num_particles=num_psis_particles,
             )
         )
@@ -292,6 +382,18 @@ def _quantiles(
 
 # --------------------------------------------------------------------------
 # Input checks, before any tracing.
+
+
+def _is_positive(value: object) -> bool:
+    """A real number (NumPy and JAX scalars included, bools excluded) > 0."""
+    if isinstance(value, bool) or not isinstance(
+        value, numbers.Real | np.generic | jax.Array
+    ):
+        return False
+    try:
+        return float(value) > 0 and np.isfinite(float(value))
+    except TypeError:
+        return False
 
 
 def _is_int(value: object) -> bool:

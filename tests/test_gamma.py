@@ -154,3 +154,37 @@ def test_bad_settings_are_rejected(z):
 def test_bad_grids_are_rejected(z, grid, match):
     with pytest.raises(ValueError, match=f"grid must .*{match}"):
         gamma.exact_posterior(z, grid)
+
+
+def test_default_grid_adapts_to_narrow_posteriors():
+    z = gamma.simulate(jax.random.key(4), 5.0, 5_000)
+    grid = gamma.default_grid(z)
+    _, sd = gamma.posterior_moments(z, grid)
+    assert np.diff(grid)[0] < sd / 50  # many points per posterior sd
+    density = gamma.exact_posterior(z, grid)
+    assert max(density[0], density[-1]) < 1e-8 * density.max()
+
+
+def test_a_grid_that_cuts_off_mass_is_flagged(z):
+    with pytest.warns(RuntimeWarning, match="not negligible"):
+        gamma.exact_posterior(z, np.linspace(1.0, 2.0, 100))
+
+
+def test_prior_scale_reaches_model_and_exact_posterior(z):
+    grid = gamma.default_grid(z, prior_scale=10.0)
+    wide = gamma.exact_posterior(z, grid, prior_scale=10.0)
+    expected = np.exp(
+        stats.halfnorm.logpdf(grid, scale=10.0)
+        + stats.gamma.logpdf(np.asarray(z, np.float64)[:, None], grid).sum(0)
+        - 0.0
+    )
+    np.testing.assert_allclose(wide, expected / np.trapezoid(expected, grid), rtol=1e-6)
+    trace = handlers.trace(handlers.seed(gamma.model, 0)).get_trace(
+        z=z, prior_scale=10.0
+    )
+    assert float(trace["concentration"]["fn"].scale) == 10.0
+
+
+def test_make_svi_shares_one_object_per_setting():
+    assert gamma.make_svi() is gamma.make_svi(10, 0.005)
+    assert gamma.make_svi(5) is not gamma.make_svi(10)
