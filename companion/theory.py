@@ -257,8 +257,7 @@ def naive_log_evidence(
     _check_positive_int("num_samples", num_samples)
     # Only the sufficient statistics reach the compiled core, so data sets of
     # different sizes n share one compilation.
-    mean = jnp.mean(y, axis=0)
-    within = jnp.sum((y - mean) ** 2, axis=0)
+    mean, within = _sufficient_statistics(y)
     num_obs = jnp.asarray(y.shape[0], dtype=mean.dtype)
     return _naive_log_evidence(
         rng_key, num_obs, mean, within, prior_loc, prior_scale, noise_scale, num_samples
@@ -421,11 +420,16 @@ def elbo_grad_score(
 # Private helpers: log densities.
 
 
+def _sufficient_statistics(y):
+    """Per-coordinate mean and within sum of squares ``Σ_i (y_i - ȳ)²``."""
+    mean = jnp.mean(y, axis=0)
+    return mean, jnp.sum((y - mean) ** 2, axis=0)
+
+
 def _log_evidence_per_coordinate(y, prior_loc, prior_scale, noise_scale):
     """Log evidence of each column of ``y`` (shape ``y.shape[1:]``)."""
     n = y.shape[0]
-    mean = jnp.mean(y, axis=0)
-    within = jnp.sum((y - mean) ** 2, axis=0)
+    mean, within = _sufficient_statistics(y)
     noise_var = noise_scale**2
     marginal_var = noise_var + n * prior_scale**2
     return -0.5 * (
@@ -456,8 +460,7 @@ def _naive_log_evidence(
 def _log_likelihood(y, theta, noise_scale):
     """``log p(y | θ)`` summed over observations and coordinates."""
     n = y.shape[0]
-    mean = jnp.mean(y, axis=0)
-    within = jnp.sum((y - mean) ** 2, axis=0)
+    mean, within = _sufficient_statistics(y)
     noise_var = noise_scale**2
     per_coordinate = -0.5 * (
         n * (_LOG_2PI + jnp.log(noise_var))

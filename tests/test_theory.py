@@ -271,6 +271,30 @@ def test_log_evidence_is_elbo_plus_kl_to_posterior_for_many_q(params):
     np.testing.assert_allclose(float(at_posterior), float(log_evidence), rtol=1e-12)
 
 
+@pytest.mark.parametrize("params", PARAMETER_SETS, ids=IDS)
+def test_elbo_is_concave_in_loc_and_log_scale(params):
+    """The gap log p(D) - ELBO = KL(q ‖ posterior) is convex in (loc, log scale):
+    the ELBO's Hessian there is diag(-1/τ_n², -2 scale²/τ_n²), τ_n the posterior
+    scale, negative definite everywhere (chapter 2's single-peak landscape)."""
+    prior_loc, prior_scale, noise_scale, _, _ = params
+    y = _data(*params)
+    _, post_scale = theory.normal_posterior(y, prior_loc, prior_scale, noise_scale)
+
+    def elbo(v):
+        return theory.normal_elbo(
+            y, v[0], jnp.exp(v[1]), prior_loc, prior_scale, noise_scale
+        )
+
+    q_locs, q_scales = _random_q(9, 20, y.mean())
+    points = jnp.stack([q_locs, np.log(q_scales)], axis=1)
+    hessians = jax.jit(jax.vmap(jax.hessian(elbo)))(points)
+    tau2 = float(post_scale) ** 2
+    expected = np.zeros((20, 2, 2))
+    expected[:, 0, 0] = -1.0 / tau2
+    expected[:, 1, 1] = -2.0 * q_scales**2 / tau2
+    np.testing.assert_allclose(hessians, expected, rtol=1e-8, atol=1e-10)
+
+
 def test_trace_elbo_converges_to_the_closed_form():
     """NumPyro's Trace_ELBO loss is the negative ELBO; with S particles its
     error is within 5 standard errors, sd/sqrt(S), of the closed form."""
