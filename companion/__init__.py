@@ -5,6 +5,12 @@ names the chapter that introduces it. One concept per module:
 
 - :mod:`companion.theory` — closed forms for the conjugate Gaussian model:
   posterior, evidence, ELBO, KL (chapters 1 and 2).
+- :mod:`companion.data` — two moons, splits and grids (chapters 4-8).
+- :mod:`companion.bnn` — the Flax nnx MLP, its NumPyro model and priors,
+  a layer-wise guide (chapters 4-8).
+- :mod:`companion.predictive` — batched posterior predictive (chapters 6, 8).
+- :mod:`companion.metrics` — AUC over posterior draws, Brier score,
+  calibration (chapter 6).
 - :mod:`companion.training` — a fast SVI training loop with validation,
   early stopping and a progress bar (chapters 3, 5, 8).
 - :mod:`companion.gamma` — the talk's toy example, recovering the
@@ -13,8 +19,28 @@ names the chapter that introduces it. One concept per module:
   (chapters 3, 7).
 """
 
-from companion import gamma, mcmc, theory, training
+from companion import bnn, data, gamma, mcmc, metrics, predictive, theory, training
+from companion.bnn import MLP, build_guide, build_model
+from companion.data import make_moons, train_val_test_split
+from companion.predictive import posterior_predictive
 from companion.training import FitResult, fit
 
-__all__ = ["FitResult", "fit", "gamma", "mcmc", "theory", "training"]
+__all__ = [
+    "MLP",
+    "FitResult",
+    "bnn",
+    "build_guide",
+    "build_model",
+    "data",
+    "fit",
+    "gamma",
+    "make_moons",
+    "mcmc",
+    "metrics",
+    "posterior_predictive",
+    "predictive",
+    "theory",
+    "train_val_test_split",
+    "training",
+]
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ Used in chapter 4 (introduced) and chapters 5 and 6.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -90,23 +91,7 @@ def make_moons(
         or noise < 0
     ):
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    num_out = num_samples // 2
-    num_in = num_samples - num_out
-    t_out = jnp.linspace(0.0, jnp.pi, num_out)
-    t_in = jnp.linspace(0.0, jnp.pi, num_in)
-    x = jnp.concatenate(
-        [
-            jnp.stack([jnp.cos(t_out), jnp.sin(t_out)], axis=-1),
-            jnp.stack([1.0 - jnp.cos(t_in), 0.5 - jnp.sin(t_in)], axis=-1),
-        ]
-    )
-    y = jnp.concatenate(
-        [jnp.zeros(num_out, dtype=jnp.int32), jnp.ones(num_in, dtype=jnp.int32)]
-    )
-    key_noise, key_shuffle = jax.random.split(rng_key)
-    x = x + noise * jax.random.normal(key_noise, x.shape)
-    order = jax.random.permutation(key_shuffle, num_samples)
-    return x[order], y[order]
+    return _moons(rng_key, int(num_samples), jnp.float32(noise))
 
 
 def train_val_test_split(
@@ -173,17 +158,7 @@ def train_val_test_split(
             f"fractions {fractions!r} of {n} rows leave a part empty "
             f"(train {num_train}, validation {num_val}, test {num_test})"
         )
-    order = jax.random.permutation(rng_key, n)
-    x, y = x[order], y[order]
-    cut_val, cut_test = num_train, num_train + num_val
-    return DataSplit(
-        x_train=x[:cut_val],
-        y_train=y[:cut_val],
-        x_val=x[cut_val:cut_test],
-        y_val=y[cut_val:cut_test],
-        x_test=x[cut_test:],
-        y_test=y[cut_test:],
-    )
+    return DataSplit(*_split(rng_key, x, y, num_train, num_val))
 
 
 def make_grid(
@@ -218,6 +193,46 @@ def make_grid(
         jnp.linspace(low[1], high[1], num_points),
     )
     return Grid(points=jnp.stack([xx.ravel(), yy.ravel()], axis=-1), xx=xx, yy=yy)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _moons(
+    rng_key: jax.Array, num_samples: int, noise: Float[Array, ""]
+) -> tuple[Float[Array, "num_samples 2"], Int[Array, " num_samples"]]:
+    num_out = num_samples // 2
+    num_in = num_samples - num_out
+    t_out = jnp.linspace(0.0, jnp.pi, num_out)
+    t_in = jnp.linspace(0.0, jnp.pi, num_in)
+    x = jnp.concatenate(
+        [
+            jnp.stack([jnp.cos(t_out), jnp.sin(t_out)], axis=-1),
+            jnp.stack([1.0 - jnp.cos(t_in), 0.5 - jnp.sin(t_in)], axis=-1),
+        ]
+    )
+    y = jnp.concatenate(
+        [jnp.zeros(num_out, dtype=jnp.int32), jnp.ones(num_in, dtype=jnp.int32)]
+    )
+    key_noise, key_shuffle = jax.random.split(rng_key)
+    x = x + noise * jax.random.normal(key_noise, x.shape)
+    order = jax.random.permutation(key_shuffle, num_samples)
+    return x[order], y[order]
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _split(
+    rng_key: jax.Array, x: Array, y: Array, num_train: int, num_val: int
+) -> tuple[Array, ...]:
+    order = jax.random.permutation(rng_key, x.shape[0])
+    x, y = x[order], y[order]
+    cut_val, cut_test = num_train, num_train + num_val
+    return (
+        x[:cut_val],
+        y[:cut_val],
+        x[cut_val:cut_test],
+        y[cut_val:cut_test],
+        x[cut_test:],
+        y[cut_test:],
+    )
 
 
 def _is_int(value: Any) -> bool:

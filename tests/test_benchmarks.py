@@ -23,6 +23,8 @@ def test_bench_training_runs_and_prints_every_method():
             "4",
             "--repeats",
             "1",
+            "--problems",
+            "gamma",
         ],
         capture_output=True,
         text=True,

@@ -1,0 +1,261 @@
+"""Posterior predictive in batches of posterior draws, with bounded memory.
+
+`numpyro.infer.Predictive` runs the model once per posterior draw, all draws
+at once (``vmap``): for a fine grid of inputs and many draws every
+intermediate activation of every draw is alive at the same time. Here the
+draws go through the model ``batch_size`` at a time (``jax.lax.map`` with
+``batch_size``: a compiled loop over batches, ``vmap`` inside a batch), so
+the working memory grows with ``batch_size`` rather than with the number of
+draws; only the returned sites are kept for all draws.
+
+Batching does not change the numbers: the key is split into one key per draw
+before batching, and each draw goes through ``Predictive`` alone with its own
+key, so draw ``i`` sees the same key whatever the batch size.
+:func:`posterior_predictive` first draws all parameter samples from the guide
+with one key, then runs the model on them with another.
+
+Used in chapter 6 (introduced) and chapter 8 (scaling).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+from numpyro.infer import Predictive
+
+__all__ = ["posterior_predictive", "predict", "sample_posterior"]
+
+
+def sample_posterior(
+    rng_key: jax.Array,
+    guide: Callable[..., Any],
+    params: dict[str, Any],
+    *args: Any,
+    num_samples: int,
+    **kwargs: Any,
+) -> dict[str, Array]:
+    """``num_samples`` draws of the latent variables from the fitted guide
+    ``q_φ`` (``params`` = φ, e.g. ``svi_result.params``), one array per site
+    with a leading ``num_samples`` axis. ``args``/``kwargs`` are what the guide
+    is called with (the model's arguments).
+
+    An autoguide (``AutoNormal``, ...) must have been set up on the observed
+    data before (``svi.init`` or ``svi.run`` does that): an autoguide first
+    called without ``y`` takes ``y`` for a latent variable.
+
+    Used in chapter 6.
+    """
+    _check_key(rng_key)
+    _check_count("num_samples", num_samples)
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict (svi_result.params), got {params!r}")
+
+    def draw(key, params, call_args, call_kwargs):
+        return Predictive(guide, params=params, num_samples=num_samples)(
+            key, *call_args, **call_kwargs
+        )
+
+    run = _compiled(guide, ("sample_posterior", num_samples), draw, args, kwargs)
+    return dict(run(rng_key, params))
+
+
+def predict(
+    rng_key: jax.Array,
+    model: Callable[..., Any],
+    posterior_samples: dict[str, Array],
+    *args: Any,
+    batch_size: int | None = None,
+    return_sites: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> dict[str, Array]:
+    """Run ``model(*args, **kwargs)`` once per posterior draw, ``batch_size``
+    draws at a time, and return the requested sites for every draw.
+
+    Args:
+        rng_key: a JAX PRNG key, split into one key per draw.
+        model: the NumPyro model.
+        posterior_samples: latent draws, one array per site with a common
+            leading axis of length ``num_draws`` (from
+            :func:`sample_posterior`, an MCMC run, ...).
+        *args: the model's positional arguments (e.g. a grid of inputs).
+        batch_size: draws per batch; ``None`` runs all draws at once (one
+            ``vmap``, as ``Predictive`` does).
+        return_sites: the sites to return; ``None`` returns what
+            ``Predictive`` returns by default (sample sites not in
+            ``posterior_samples`` and deterministic sites).
+        **kwargs: the model's keyword arguments.
+
+    Returns:
+        A dict of arrays with leading axis ``num_draws``; the same numbers
+        whatever ``batch_size``.
+
+    Used in chapters 6 and 8.
+    """
+    _check_key(rng_key)
+    if not isinstance(posterior_samples, dict) or not posterior_samples:
+        raise ValueError(
+            "posterior_samples must be a non-empty dict of arrays, got "
+            f"{type(posterior_samples).__name__}"
+        )
+    lengths = {
+        jnp.shape(v)[0] if jnp.ndim(v) else None for v in posterior_samples.values()
+    }
+    if len(lengths) != 1 or None in lengths:
+        raise ValueError(
+            "posterior_samples must share one leading (draw) axis, got shapes "
+            f"{ {k: jnp.shape(v) for k, v in posterior_samples.items()} }"
+        )
+    (num_draws,) = lengths
+    if batch_size is not None:
+        _check_count("batch_size", batch_size)
+    if return_sites is not None:
+        if isinstance(return_sites, str) or not all(
+            isinstance(s, str) for s in return_sites
+        ):
+            raise ValueError(
+                f"return_sites must be None or a sequence of str, got {return_sites!r}"
+            )
+        return_sites = list(return_sites)
+
+    def run(keys, samples, call_args, call_kwargs):
+        def one_draw(key_and_sample):
+            key, sample = key_and_sample
+            sample = jax.tree.map(lambda v: v[None], sample)
+            out = Predictive(
+                model, posterior_samples=sample, return_sites=return_sites
+            )(key, *call_args, **call_kwargs)
+            return jax.tree.map(lambda v: v[0], out)
+
+        if batch_size is None or batch_size >= keys.shape[0]:
+            return jax.vmap(lambda k, s: one_draw((k, s)))(keys, samples)
+        return jax.lax.map(one_draw, (keys, samples), batch_size=batch_size)
+
+    sites = None if return_sites is None else tuple(return_sites)
+    compiled = _compiled(model, ("predict", batch_size, sites), run, args, kwargs)
+    keys = jax.random.split(rng_key, num_draws)
+    return compiled(keys, dict(posterior_samples))
+
+
+def posterior_predictive(
+    rng_key: jax.Array,
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    params: dict[str, Any],
+    *args: Any,
+    num_samples: int,
+    batch_size: int | None = None,
+    return_sites: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> dict[str, Array]:
+    """The posterior predictive of a fitted guide, in batches of draws.
+
+    Draws ``num_samples`` parameter samples from ``q_φ`` (:func:`sample_posterior`,
+    with the first half of ``rng_key``), then runs the model on them
+    ``batch_size`` draws at a time (:func:`predict`, with the second half).
+    For the BNN of chapter 4, ``return_sites=["p"]`` gives the probabilities
+    ``p`` with shape ``(num_samples, n)`` for inputs ``x`` of shape ``(n, 2)``.
+
+    The result does not depend on ``batch_size`` (up to float rounding):
+    ``batch_size`` only bounds the memory the model's intermediate values take.
+
+    Used in chapters 6 and 8.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist
+        >>> def model(x, y=None):
+        ...     w = numpyro.sample("w", dist.Normal(0, 1))
+        ...     with numpyro.plate("data", x.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(w * x, 1), obs=y)
+        >>> def guide(x, y=None):
+        ...     numpyro.sample("w", dist.Normal(numpyro.param("w_loc", 0.0), 0.1))
+        >>> params = {"w_loc": jnp.array(1.0)}
+        >>> x = jnp.linspace(0, 1, 5)
+        >>> out = posterior_predictive(
+        ...     jax.random.key(0), model, guide, params, x, num_samples=8, batch_size=3
+        ... )
+        >>> out["y"].shape
+        (8, 5)
+    """
+    _check_key(rng_key)
+    _check_count("num_samples", num_samples)
+    if batch_size is not None:
+        _check_count("batch_size", batch_size)
+    key_guide, key_model = jax.random.split(rng_key)
+    samples = sample_posterior(
+        key_guide, guide, params, *args, num_samples=num_samples, **kwargs
+    )
+    return predict(
+        key_model,
+        model,
+        samples,
+        *args,
+        batch_size=batch_size,
+        return_sites=return_sites,
+        **kwargs,
+    )
+
+
+# One compiled function per (model or guide, settings, non-array arguments),
+# reused across calls: a chapter that predicts on the same inputs twice (a
+# second guide, a MAP fit) compiles once.
+_CACHE: weakref.WeakKeyDictionary[Any, dict[Hashable, Callable]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _compiled(
+    owner: Any,
+    settings: Hashable,
+    fn: Callable[..., Any],
+    args: tuple,
+    kwargs: dict[str, Any],
+) -> Callable[..., Any]:
+    """``fn(*leading, call_args, call_kwargs)`` compiled with the arrays among
+    ``args``/``kwargs`` as traced inputs and everything else baked in; returns
+    a function of the leading arguments only."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    is_array = tuple(isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves)
+    static = tuple(
+        None if a else leaf for a, leaf in zip(is_array, leaves, strict=True)
+    )
+    arrays = [leaf for a, leaf in zip(is_array, leaves, strict=True) if a]
+
+    def merged(*leading_and_arrays):
+        *leading, array_leaves = leading_and_arrays
+        it = iter(array_leaves)
+        values = [next(it) if a else v for a, v in zip(is_array, static, strict=True)]
+        call_args, call_kwargs = jax.tree.unflatten(treedef, values)
+        return fn(*leading, call_args, call_kwargs)
+
+    try:
+        key = (settings, treedef, is_array, static)
+        hash(key)
+        cache = _CACHE.setdefault(owner, {})
+    except TypeError:  # unhashable settings or arguments, or no weak reference
+        key, cache = None, {}
+    if key not in cache:
+        cache[key] = jax.jit(merged)
+    jitted = cache[key]
+    return lambda *leading: jitted(*leading, arrays)
+
+
+def _check_count(name: str, value: Any) -> None:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def _check_key(rng_key: Any) -> None:
+    if isinstance(rng_key, jax.Array):
+        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
+            return
+        if rng_key.dtype == jnp.uint32 and rng_key.shape == (2,):
+            return
+    raise TypeError(
+        f"rng_key must be a JAX PRNG key (jax.random.key(0)), got {rng_key!r}"
+    )

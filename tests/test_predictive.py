@@ -1,0 +1,170 @@
+"""Tests of companion.predictive: batching does not change the draws, the
+results agree with numpyro's Predictive and with closed forms, bad inputs are
+rejected."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from flax import nnx
+from numpyro.infer import Predictive
+from numpyro.infer.autoguide import AutoNormal
+
+from companion import bnn, predictive
+
+
+def linear_model(x, y=None, noise=1.0):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+    mean = numpyro.deterministic("mean", w * x)
+    with numpyro.plate("data", x.shape[0]):
+        numpyro.sample("y", dist.Normal(mean, noise), obs=y)
+
+
+LINEAR_GUIDE = AutoNormal(linear_model)
+# AutoNormal's parameters for q(w) = Normal(1, 0.1)
+LINEAR_PARAMS = {"w_auto_loc": jnp.array(1.0), "w_auto_scale": jnp.array(0.1)}
+X = jnp.linspace(-2.0, 2.0, 9)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _init_linear_guide():
+    # AutoNormal builds its prototype on its first call; y must be observed
+    # then, or it would become a latent site of the guide
+    numpyro.handlers.seed(LINEAR_GUIDE, 0)(X, jnp.zeros_like(X))
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64])
+def test_batching_does_not_change_the_draws(batch_size):
+    key = jax.random.key(0)
+    kwargs = {"num_samples": 40, "return_sites": ["mean", "y"]}
+    whole = predictive.posterior_predictive(
+        key, linear_model, LINEAR_GUIDE, LINEAR_PARAMS, X, **kwargs
+    )
+    batched = predictive.posterior_predictive(
+        key,
+        linear_model,
+        LINEAR_GUIDE,
+        LINEAR_PARAMS,
+        X,
+        batch_size=batch_size,
+        **kwargs,
+    )
+    assert set(batched) == {"mean", "y"}
+    for site in ("mean", "y"):
+        assert batched[site].shape == (40, 9)
+        np.testing.assert_allclose(batched[site], whole[site], rtol=1e-6, atol=1e-6)
+
+
+def test_agrees_with_numpyro_predictive_on_the_same_draws():
+    key_guide, key_model = jax.random.split(jax.random.key(1))
+    samples = predictive.sample_posterior(
+        key_guide, LINEAR_GUIDE, LINEAR_PARAMS, X, num_samples=30
+    )
+    guide_predictive = Predictive(LINEAR_GUIDE, params=LINEAR_PARAMS, num_samples=30)
+    expected = jax.jit(guide_predictive)(key_guide, X)
+    np.testing.assert_allclose(samples["w"], expected["w"], rtol=1e-6)
+    ours = predictive.predict(key_model, linear_model, samples, X, batch_size=8)
+    # Predictive's default sites: the unobserved sample "y" and the deterministic "mean"
+    assert set(ours) == {"mean", "y"}
+    model_predictive = Predictive(linear_model, posterior_samples=samples)
+    theirs = jax.jit(model_predictive)(key_model, X)
+    # the deterministic site depends on the draws only, not on the keys
+    np.testing.assert_allclose(ours["mean"], theirs["mean"], rtol=1e-6)
+    np.testing.assert_allclose(ours["mean"], samples["w"][:, None] * X, rtol=1e-6)
+
+
+def test_predictive_moments_match_the_closed_form():
+    # w ~ N(1, 0.1²), y = w x + N(0, 1): E[y] = x, Var[y] = 0.01 x² + 1
+    out = predictive.posterior_predictive(
+        jax.random.key(2),
+        linear_model,
+        LINEAR_GUIDE,
+        LINEAR_PARAMS,
+        X,
+        num_samples=8000,
+        batch_size=1000,
+    )
+    y = np.asarray(out["y"], dtype=np.float64)
+    sd = np.sqrt(0.01 * np.asarray(X) ** 2 + 1.0)
+    # standard errors: sd / sqrt(8000) ≈ 0.012 for the mean, ≈ 1% for the sd
+    np.testing.assert_allclose(y.mean(0), X, atol=5 * 0.012)
+    np.testing.assert_allclose(y.std(0), sd, rtol=0.05)
+
+
+def test_non_array_arguments_are_passed_through():
+    out = predictive.posterior_predictive(
+        jax.random.key(3),
+        linear_model,
+        LINEAR_GUIDE,
+        LINEAR_PARAMS,
+        X,
+        num_samples=2000,
+        batch_size=500,
+        return_sites=["y"],
+        noise=0.01,
+    )
+    resid = out["y"] - out["y"].mean(0)
+    # with noise 0.01: Var[y] = 0.1² x² + 0.01², not 0.1² x² + 1
+    sd = jnp.sqrt(0.01 * X**2 + 0.01**2)
+    np.testing.assert_allclose(resid.std(0), sd, rtol=0.1)
+
+
+def test_bnn_grid_predictions_batched_and_unbatched_agree():
+    mlp = bnn.MLP(2, 1, [4, 3], rngs=nnx.Rngs(jax.random.key(0)))
+    model, guide = bnn.build_model(mlp), bnn.build_guide(mlp)
+    shapes = bnn.param_shapes(mlp)
+    keys = jax.random.split(jax.random.key(5), len(shapes))
+    params = {}
+    for key, (site, shape) in zip(keys, shapes.items(), strict=True):
+        params[f"{site}_loc"] = jax.random.normal(key, shape)
+        params[f"{site}_scale"] = jnp.full(shape, 0.3)
+    grid = jax.random.normal(jax.random.key(6), (300, 2))
+    runs = [
+        predictive.posterior_predictive(
+            jax.random.key(7),
+            model,
+            guide,
+            params,
+            grid,
+            num_samples=50,
+            batch_size=batch_size,
+            return_sites=["p"],
+        )["p"]
+        for batch_size in (None, 16)
+    ]
+    assert runs[0].shape == (50, 300)
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6, atol=1e-7)
+    assert float(runs[0].std(0).mean()) > 0.01  # the draws differ
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_samples": 0}, ValueError, "num_samples"),
+        ({"num_samples": 5, "batch_size": 0}, ValueError, "batch_size"),
+        ({"num_samples": 5, "return_sites": "y"}, ValueError, "return_sites"),
+    ],
+)
+def test_posterior_predictive_rejects_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        predictive.posterior_predictive(
+            jax.random.key(0), linear_model, LINEAR_GUIDE, LINEAR_PARAMS, X, **kwargs
+        )
+
+
+def test_bad_keys_and_samples_are_rejected():
+    with pytest.raises(TypeError, match="rng_key"):
+        predictive.posterior_predictive(
+            0, linear_model, LINEAR_GUIDE, LINEAR_PARAMS, X, num_samples=3
+        )
+    with pytest.raises(ValueError, match="leading"):
+        predictive.predict(
+            jax.random.key(0),
+            linear_model,
+            {"w": jnp.zeros(3), "v": jnp.zeros(4)},
+            X,
+        )
+    with pytest.raises(ValueError, match="non-empty dict"):
+        predictive.predict(jax.random.key(0), linear_model, {}, X)
