@@ -1,25 +1,74 @@
-"""NUTS runs returned as ArviZ ``InferenceData``, so that MCMC and SVI results
-go through the same summaries and plots.
+"""MCMC and SVI side by side: NUTS runs and SVI draws as ArviZ
+``InferenceData``, so that both go through the same summaries and plots, and
+timed runs that keep compilation apart from computation.
+
+- :func:`run_nuts` runs NumPyro's `MCMC` with a NUTS kernel.
+- :func:`svi_to_inference_data` turns draws from a fitted guide into the same
+  ``chain`` × ``draw`` layout.
+- :func:`timed_nuts` and :func:`timed_svi` compile each run into one XLA
+  program and time the set-up (tracing, compiling, initialising: paid once per
+  model and data shape) apart from the run itself. `MCMC.run` compiles its
+  loops again at every call, so timing a second call of :func:`run_nuts` would
+  still count compilation; here the compiled program is timed alone.
+- :func:`flatten_draws` merges the ``chain`` and ``draw`` axes again, to feed
+  posterior draws to `numpyro.infer.Predictive` or
+  :func:`companion.predictive.predict`.
 
 Introduced in chapter 3 (Gamma recovery, NUTS as the reference); used in
-chapter 7 (SVI vs MCMC).
+chapter 7 (SVI vs MCMC) and chapter 8 (scaling).
 """
 
 from __future__ import annotations
 
+import time
 import warnings
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple
 
 import jax
-from numpyro.infer import MCMC, NUTS
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array
+from numpyro.handlers import seed, trace
+from numpyro.infer import MCMC, NUTS, SVI, Predictive
+from numpyro.infer.autoguide import AutoGuide
+from numpyro.infer.svi import SVIRunResult
 
 with warnings.catch_warnings():
     # arviz 0.23 announces its 1.0 refactor at import; the book pins arviz < 1.0.
     warnings.filterwarnings("ignore", "ArviZ is undergoing", FutureWarning)
     import arviz as az
 
-__all__ = ["run_nuts"]
+__all__ = [
+    "Timing",
+    "flatten_draws",
+    "run_nuts",
+    "svi_to_inference_data",
+    "timed_nuts",
+    "timed_svi",
+]
+
+ChainMethod = Literal["sequential", "parallel", "vectorized"]
+
+
+class Timing(NamedTuple):
+    """Wall-clock seconds of one timed run (see :func:`timed_nuts`,
+    :func:`timed_svi`).
+
+    Attributes:
+        setup_s: tracing, compiling and initialising: paid once per model,
+            settings and data shape, and again whenever any of them changes.
+        run_s: running the compiled program, until its results are ready.
+    """
+
+    setup_s: float
+    run_s: float
+
+    @property
+    def total_s(self) -> float:
+        """Set-up and run together: what a first, cold call costs."""
+        return self.setup_s + self.run_s
 
 
 def run_nuts(
@@ -29,9 +78,10 @@ def run_nuts(
     num_warmup: int = 500,
     num_samples: int = 1_000,
     num_chains: int = 4,
-    chain_method: Literal["sequential", "parallel", "vectorized"] = "sequential",
+    chain_method: ChainMethod = "sequential",
     target_accept_prob: float = 0.8,
     progress_bar: bool = False,
+    max_tree_depth: int = 10,
     **kwargs: Any,
 ) -> az.InferenceData:
     """Run NUTS (Hoffman & Gelman, 2014) on ``model(*args, **kwargs)`` and return an
@@ -40,9 +90,10 @@ def run_nuts(
 
     ``chain_method="parallel"`` runs one chain per device (see chapter 8 for
     several devices); with fewer devices than chains NumPyro falls back to
-    sequential chains.
+    sequential chains. ``max_tree_depth`` caps a trajectory at
+    ``2**max_tree_depth - 1`` leapfrog steps (NumPyro's default, 10).
 
-    Used in chapter 3 (reference posterior) and chapter 7.
+    Used in chapter 3 (reference posterior) and chapters 7 and 8.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
@@ -60,28 +111,20 @@ def run_nuts(
         >>> idata.posterior["loc"].shape
         (2, 200)
     """
-    if not callable(model):
-        raise TypeError(f"model must be callable, got {type(model).__name__}")
-    for name, value in (
-        ("num_warmup", num_warmup),
-        ("num_samples", num_samples),
-        ("num_chains", num_chains),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    _check_nuts_settings(
+        model, num_warmup, num_samples, num_chains, target_accept_prob, max_tree_depth
+    )
     if chain_method not in ("sequential", "parallel", "vectorized"):
         raise ValueError(
             "chain_method must be 'sequential', 'parallel' or 'vectorized', "
             f"got {chain_method!r}"
         )
-    if not 0.0 < target_accept_prob < 1.0:
-        raise ValueError(
-            f"target_accept_prob must lie in (0, 1), got {target_accept_prob!r}"
-        )
     if chain_method == "parallel" and jax.local_device_count() < num_chains:
         chain_method = "sequential"  # what NumPyro would do, without its warning
     mcmc = MCMC(
-        NUTS(model, target_accept_prob=target_accept_prob),
+        NUTS(
+            model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth
+        ),
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
@@ -90,3 +133,356 @@ def run_nuts(
     )
     mcmc.run(rng_key, *args, **kwargs)
     return az.from_numpyro(mcmc)
+
+
+def timed_nuts(
+    rng_key: jax.Array,
+    model: Callable[..., Any],
+    *args: Any,
+    num_warmup: int = 500,
+    num_samples: int = 1_000,
+    num_chains: int = 4,
+    target_accept_prob: float = 0.8,
+    max_tree_depth: int = 10,
+    **kwargs: Any,
+) -> tuple[az.InferenceData, Timing]:
+    """NUTS as one compiled program, timed: set-up apart from sampling.
+
+    The same sampler as :func:`run_nuts` (NumPyro's NUTS kernel with step-size
+    and diagonal mass-matrix adaptation during ``num_warmup`` steps), with the
+    ``num_chains`` chains vectorised (``vmap``, as
+    ``chain_method="vectorized"``) and warm-up and sampling in one
+    `jax.jit`-compiled function of the data. ``setup_s`` covers initialising
+    the chains and compiling; ``run_s`` covers warm-up and sampling.
+
+    Returns:
+        ``(idata, timing)``: ``idata`` has a ``posterior`` group (latent and
+        deterministic sites, constrained, dims ``chain`` × ``draw`` × site
+        shape), a ``sample_stats`` group (``diverging``, ``n_steps``: leapfrog
+        steps per draw, ``acceptance_rate``, ``lp``: the log joint density in
+        the unconstrained space) and an ``observed_data`` group.
+
+    Used in chapter 7.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist
+        >>> def model(y):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 10))
+        ...     with numpyro.plate("data", y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(loc, 1), obs=y)
+        >>> idata, timing = timed_nuts(
+        ...     jax.random.key(0), model, jnp.ones(20), num_warmup=100, num_samples=100
+        ... )
+        >>> idata.posterior["loc"].shape, timing.run_s > 0
+        ((4, 100), True)
+    """
+    _check_key(rng_key)
+    _check_nuts_settings(
+        model, num_warmup, num_samples, num_chains, target_accept_prob, max_tree_depth
+    )
+    dynamic, rebuild = _split_static(args, kwargs)
+    kernel = NUTS(
+        model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth
+    )
+
+    def run(state, dynamic):
+        call_args, call_kwargs = rebuild(dynamic)
+
+        def step(state, _):
+            state = kernel.sample(state, call_args, call_kwargs)
+            stats = (
+                state.diverging,
+                state.num_steps,
+                state.accept_prob,
+                state.potential_energy,
+            )
+            return state, (state.z, stats)
+
+        state, _ = lax.scan(
+            lambda s, _: (step(s, _)[0], None), state, length=num_warmup
+        )
+        _, (z, stats) = lax.scan(step, state, length=num_samples)
+        constrain = kernel.postprocess_fn(call_args, call_kwargs)
+        draws = jax.vmap(jax.vmap(constrain))(z)  # (draw, chain, ...)
+        return draws, stats
+
+    start = time.perf_counter()
+    keys = jax.random.split(rng_key, num_chains)  # one key per chain: vectorised
+    state = kernel.init(keys, num_warmup, None, args, kwargs)
+    compiled = jax.jit(run).lower(state, dynamic).compile()
+    setup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    draws, stats = jax.block_until_ready(compiled(state, dynamic))
+    run_s = time.perf_counter() - start
+
+    def chain_first(x):
+        return np.swapaxes(np.asarray(x), 0, 1)
+
+    diverging, num_steps, accept_prob, potential_energy = map(chain_first, stats)
+    idata = az.from_dict(
+        posterior={name: chain_first(value) for name, value in draws.items()},
+        sample_stats={
+            "diverging": diverging,
+            "n_steps": num_steps,
+            "acceptance_rate": accept_prob,
+            "lp": -potential_energy,
+        },
+        observed_data=_observed(model, args, kwargs),
+    )
+    return idata, Timing(setup_s, run_s)
+
+
+def timed_svi(
+    rng_key: jax.Array, svi: SVI, num_steps: int, *args: Any, **kwargs: Any
+) -> tuple[SVIRunResult, Timing]:
+    """``num_steps`` of SVI as one compiled `lax.scan`, timed: set-up (``svi.init``
+    and compiling) apart from the steps.
+
+    Returns:
+        ``(result, timing)``; ``result`` is an `SVIRunResult` as `svi.run`
+        returns (``params``, ``state``, ``losses``: the loss, negative ELBO, of
+        every step).
+
+    Used in chapters 7 and 8.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist, optax
+        >>> from numpyro.infer import Trace_ELBO
+        >>> from numpyro.infer.autoguide import AutoNormal
+        >>> def model(y):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 10))
+        ...     with numpyro.plate("data", y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(loc, 1), obs=y)
+        >>> svi = SVI(model, AutoNormal(model), optax.adam(0.05), Trace_ELBO())
+        >>> result, timing = timed_svi(jax.random.key(0), svi, 2_000, jnp.full(50, 3.0))
+        >>> result.losses.shape, round(float(result.params["loc_auto_loc"]), 1)
+        ((2000,), 3.0)
+    """
+    _check_key(rng_key)
+    if not isinstance(svi, SVI):
+        raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}")
+    _check_count("num_steps", num_steps)
+    dynamic, rebuild = _split_static(args, kwargs)
+
+    def run(state, dynamic):
+        call_args, call_kwargs = rebuild(dynamic)
+        return lax.scan(
+            lambda s, _: svi.update(s, *call_args, **call_kwargs),
+            state,
+            length=num_steps,
+        )
+
+    start = time.perf_counter()
+    state = svi.init(rng_key, *args, **kwargs)
+    compiled = jax.jit(run).lower(state, dynamic).compile()
+    setup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    state, losses = jax.block_until_ready(compiled(state, dynamic))
+    run_s = time.perf_counter() - start
+    result = SVIRunResult(svi.get_params(state), state, losses)
+    return result, Timing(setup_s, run_s)
+
+
+def svi_to_inference_data(
+    rng_key: jax.Array,
+    guide: Callable[..., Any],
+    params: dict[str, Any],
+    *args: Any,
+    num_samples: int,
+    num_chains: int = 1,
+    **kwargs: Any,
+) -> az.InferenceData:
+    """Draws from a fitted guide ``q_φ`` as ArviZ ``InferenceData``, in the
+    layout of an MCMC run: a ``posterior`` group with dims ``chain`` ×
+    ``draw`` × site shape, ``num_chains`` × ``num_samples`` independent draws.
+
+    NumPyro autoguides draw through their ``sample_posterior`` (the only way
+    that gives `AutoLaplaceApproximation` its Gaussian rather than the MAP
+    point); any other guide goes through `numpyro.infer.Predictive`.
+    ``args``/``kwargs`` are what the guide is called with (the model's
+    arguments); ``params`` are the variational parameters (``result.params``).
+    Internal sites (names starting with ``_``) are dropped.
+
+    The draws are independent, so R-hat is 1 and the ESS the number of draws
+    up to Monte Carlo noise: the ArviZ diagnostics say nothing about how good
+    the approximation is, only the comparison with a reference does.
+
+    Used in chapter 7.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist
+        >>> def guide():
+        ...     loc = numpyro.param("loc", 0.0)
+        ...     numpyro.sample("theta", dist.Normal(loc, 1.0))
+        >>> idata = svi_to_inference_data(
+        ...     jax.random.key(0), guide, {"loc": 1.0}, num_samples=50, num_chains=2
+        ... )
+        >>> idata.posterior["theta"].dims, idata.posterior["theta"].shape
+        (('chain', 'draw'), (2, 50))
+    """
+    _check_key(rng_key)
+    if not callable(guide):
+        raise TypeError(f"guide must be callable, got {type(guide).__name__}")
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict (result.params), got {params!r}")
+    _check_count("num_samples", num_samples)
+    _check_count("num_chains", num_chains)
+    total = num_samples * num_chains
+    draws = _draw_from_guide(rng_key, guide, params, total, args, kwargs)
+    posterior = {
+        name: np.asarray(value).reshape(num_chains, num_samples, *value.shape[1:])
+        for name, value in draws.items()
+        if not name.startswith("_")
+    }
+    return az.from_dict(posterior=posterior)
+
+
+def flatten_draws(
+    idata: az.InferenceData, var_names: Sequence[str] | None = None
+) -> dict[str, Array]:
+    """The posterior draws of ``idata`` as a dict of arrays with one leading
+    axis of ``chain * draw`` draws (chain by chain), the layout that
+    `numpyro.infer.Predictive` and :func:`companion.predictive.predict` take.
+    ``var_names=None`` takes every posterior variable.
+
+    Used in chapter 7.
+
+    Example:
+        >>> import xarray as xr
+        >>> idata = az.from_dict(posterior={"w": np.zeros((2, 5, 3))})
+        >>> flatten_draws(idata)["w"].shape
+        (10, 3)
+    """
+    if not isinstance(idata, az.InferenceData) or "posterior" not in idata.groups():
+        raise TypeError("idata must be an arviz.InferenceData with a posterior group")
+    posterior = idata.posterior
+    if var_names is None:
+        var_names = list(posterior.data_vars)
+    elif isinstance(var_names, str):
+        raise ValueError(f"var_names must be a sequence of names, got {var_names!r}")
+    missing = [name for name in var_names if name not in posterior]
+    if missing:
+        raise ValueError(
+            f"var_names holds names not in the posterior: {missing}; "
+            f"it has {list(posterior.data_vars)}"
+        )
+    out = {}
+    for name in var_names:
+        values = posterior[name].transpose("chain", "draw", ...).values
+        out[name] = jnp.asarray(values.reshape(-1, *values.shape[2:]))
+    return out
+
+
+# --------------------------------------------------------------------------
+# Helpers.
+
+
+def _split_static(
+    args: tuple, kwargs: dict[str, Any]
+) -> tuple[list[Any], Callable[[list[Any]], tuple[tuple, dict[str, Any]]]]:
+    """Split the model's arguments into arrays (traced inputs of the compiled
+    program) and everything else (baked in); return the arrays and a function
+    that puts the arguments back together from (traced) arrays. The function
+    has a ``signature`` attribute: the structure and the baked-in values, for
+    caching compiled programs (``None`` when a baked-in value is unhashable)."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    is_array = [isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves]
+    dynamic = [leaf for leaf, a in zip(leaves, is_array, strict=True) if a]
+
+    def rebuild(arrays: list[Any]) -> tuple[tuple, dict[str, Any]]:
+        it = iter(arrays)
+        values = [
+            next(it) if a else leaf for leaf, a in zip(leaves, is_array, strict=True)
+        ]
+        return jax.tree.unflatten(treedef, values)
+
+    signature = (
+        treedef,
+        tuple(is_array),
+        tuple(None if a else leaf for leaf, a in zip(leaves, is_array, strict=True)),
+    )
+    try:
+        hash(signature)
+    except TypeError:
+        signature = None
+    rebuild.signature = signature  # type: ignore[attr-defined]
+    return dynamic, rebuild
+
+
+def _draw_from_guide(
+    rng_key: jax.Array,
+    guide: Callable[..., Any],
+    params: dict[str, Any],
+    num_samples: int,
+    args: tuple,
+    kwargs: dict[str, Any],
+) -> dict[str, Array]:
+    """``num_samples`` draws from a fitted guide, compiled: an autoguide's
+    ``sample_posterior`` (which gives `AutoLaplaceApproximation` its Gaussian
+    rather than the MAP point), any other guide through `Predictive`."""
+    dynamic, rebuild = _split_static(args, kwargs)
+
+    def draw(key, params, dynamic):
+        call_args, call_kwargs = rebuild(dynamic)
+        if isinstance(guide, AutoGuide):
+            return guide.sample_posterior(
+                key, params, *call_args, sample_shape=(num_samples,), **call_kwargs
+            )
+        return Predictive(guide, params=params, num_samples=num_samples)(
+            key, *call_args, **call_kwargs
+        )
+
+    return jax.jit(draw)(rng_key, params, dynamic)
+
+
+def _observed(
+    model: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """The observed sites of one trace of the model (their data)."""
+    model_trace = trace(seed(model, jax.random.key(0))).get_trace(*args, **kwargs)
+    return {
+        name: np.asarray(site["value"])
+        for name, site in model_trace.items()
+        if site["type"] == "sample" and site["is_observed"]
+    }
+
+
+def _check_nuts_settings(
+    model: Any,
+    num_warmup: Any,
+    num_samples: Any,
+    num_chains: Any,
+    target_accept_prob: Any,
+    max_tree_depth: Any,
+) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    for name, value in (
+        ("num_warmup", num_warmup),
+        ("num_samples", num_samples),
+        ("num_chains", num_chains),
+        ("max_tree_depth", max_tree_depth),
+    ):
+        _check_count(name, value)
+    if not isinstance(target_accept_prob, int | float) or not (
+        0.0 < target_accept_prob < 1.0
+    ):
+        raise ValueError(
+            f"target_accept_prob must lie in (0, 1), got {target_accept_prob!r}"
+        )
+
+
+def _check_count(name: str, value: Any) -> None:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def _check_key(rng_key: Any) -> None:
+    if isinstance(rng_key, jax.Array):
+        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
+            return
+        if rng_key.dtype == jnp.uint32 and rng_key.shape == (2,):
+            return
+    raise TypeError(
+        f"rng_key must be a JAX PRNG key (jax.random.key(0)), got {rng_key!r}"
+    )

@@ -1,13 +1,23 @@
-"""Tests of companion.mcmc.run_nuts."""
+"""Tests of companion.mcmc: NUTS runs (MCMC and compiled, timed), timed SVI,
+SVI draws as InferenceData, and flattening draws for prediction."""
+
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import optax
 import pytest
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoLaplaceApproximation, AutoNormal
 
 from companion import mcmc
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "ArviZ is undergoing", FutureWarning)
+    import arviz as az
 
 
 def model(y):
@@ -56,3 +66,190 @@ def test_run_nuts_is_reproducible():
 def test_bad_input_is_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         mcmc.run_nuts(jax.random.key(0), model, jnp.ones(3), **kwargs)
+
+
+# --------------------------------------------------------------------------
+# timed_nuts, timed_svi, svi_to_inference_data, flatten_draws
+
+
+Y = 2.0 + jax.random.normal(jax.random.key(0), (50,))
+PRECISION = 1 / 100 + 50
+POST_MEAN, POST_SD = float(Y.sum()) / PRECISION, PRECISION**-0.5
+
+
+@pytest.fixture(scope="module")
+def timed_run():
+    return mcmc.timed_nuts(
+        jax.random.key(1), model, Y, num_warmup=300, num_samples=400, num_chains=3
+    )
+
+
+def test_timed_nuts_returns_inference_data_close_to_the_conjugate_posterior(
+    timed_run,
+):
+    idata, timing = timed_run
+    assert {"posterior", "sample_stats", "observed_data"} <= set(idata.groups())
+    assert idata.posterior["loc"].dims == ("chain", "draw")
+    assert idata.posterior["loc"].shape == (3, 400)
+    for stat in ("diverging", "n_steps", "acceptance_rate", "lp"):
+        assert idata.sample_stats[stat].shape == (3, 400)
+    np.testing.assert_array_equal(idata.observed_data["y"], np.asarray(Y))
+    draws = np.asarray(idata.posterior["loc"])
+    # Monte Carlo error of the mean with at least ~300 effective draws.
+    assert draws.mean() == pytest.approx(POST_MEAN, abs=4 * POST_SD / np.sqrt(300))
+    assert draws.std() == pytest.approx(POST_SD, rel=0.15)
+    # The chains differ (one key each) and are not stuck.
+    assert not np.allclose(draws[0], draws[1])
+    assert float(idata.sample_stats["acceptance_rate"].mean()) > 0.5
+    assert timing.setup_s > 0 and timing.run_s > 0
+    assert timing.total_s == pytest.approx(timing.setup_s + timing.run_s)
+
+
+def test_timed_nuts_keeps_deterministic_sites_and_keyword_data():
+    def model_kw(y=None):
+        loc = numpyro.sample("loc", dist.Normal(0.0, 10.0))
+        numpyro.deterministic("twice", 2 * loc)
+        with numpyro.plate("data", y.shape[0]):
+            numpyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+
+    idata, _ = mcmc.timed_nuts(
+        jax.random.key(2),
+        model_kw,
+        y=Y[:10],
+        num_warmup=50,
+        num_samples=60,
+        num_chains=1,
+        max_tree_depth=3,
+    )
+    assert idata.posterior["loc"].shape == (1, 60)
+    np.testing.assert_allclose(
+        idata.posterior["twice"], 2 * idata.posterior["loc"], rtol=1e-6
+    )
+    # max_tree_depth=3 caps a trajectory at 2**3 - 1 leapfrog steps.
+    assert int(idata.sample_stats["n_steps"].max()) <= 7
+
+
+def test_timed_svi_matches_the_conjugate_posterior():
+    # A decaying learning rate, so that the last iterate sits at the optimum.
+    schedule = optax.exponential_decay(0.05, transition_steps=500, decay_rate=0.1)
+    svi = SVI(model, AutoNormal(model), optax.adam(schedule), Trace_ELBO())
+    result, timing = mcmc.timed_svi(jax.random.key(3), svi, 2_000, Y)
+    assert result.losses.shape == (2_000,)
+    assert float(result.params["loc_auto_loc"]) == pytest.approx(
+        POST_MEAN, abs=0.1 * POST_SD
+    )
+    assert float(result.params["loc_auto_scale"]) == pytest.approx(POST_SD, rel=0.2)
+    assert timing.run_s > 0
+
+
+def custom_guide(y):
+    loc = numpyro.param("q_loc", 0.0)
+    scale = numpyro.param("q_scale", 1.0, constraint=dist.constraints.positive)
+    numpyro.sample("loc", dist.Normal(loc, scale))
+
+
+@pytest.mark.parametrize("kind", ["custom", "autonormal", "laplace"])
+def test_svi_to_inference_data_has_the_layout_and_moments_of_the_guide(kind):
+    if kind == "custom":
+        guide = custom_guide
+        params = {"q_loc": jnp.array(1.5), "q_scale": jnp.array(0.3)}
+        mean, sd = 1.5, 0.3
+    elif kind == "autonormal":
+        guide = AutoNormal(model)
+        numpyro.handlers.seed(guide, 0)(Y)  # set up the prototype, as svi.init does
+        params = {"loc_auto_loc": jnp.array(1.5), "loc_auto_scale": jnp.array(0.3)}
+        mean, sd = 1.5, 0.3
+    else:
+        guide = AutoLaplaceApproximation(model)
+        numpyro.handlers.seed(guide, 0)(Y)
+        params = {"auto_loc": jnp.array([POST_MEAN])}
+        mean, sd = POST_MEAN, POST_SD  # Gaussian model: Laplace is exact
+    idata = mcmc.svi_to_inference_data(
+        jax.random.key(4), guide, params, Y, num_samples=2_000, num_chains=2
+    )
+    assert set(idata.groups()) == {"posterior"}
+    assert list(idata.posterior.data_vars) == ["loc"]
+    assert idata.posterior["loc"].dims == ("chain", "draw")
+    assert idata.posterior["loc"].shape == (2, 2_000)
+    draws = np.asarray(idata.posterior["loc"])
+    assert draws.mean() == pytest.approx(mean, abs=4 * sd / np.sqrt(4_000))
+    assert draws.std() == pytest.approx(sd, rel=0.05)
+    # Independent draws: R-hat is 1 up to noise.
+    assert float(az.rhat(idata)["loc"]) == pytest.approx(1.0, abs=0.01)
+
+
+def test_flatten_draws_merges_chain_and_draw_chain_by_chain():
+    values = np.arange(2 * 5 * 3, dtype=float).reshape(2, 5, 3)
+    idata = az.from_dict(posterior={"w": values, "b": values[..., 0]})
+    flat = mcmc.flatten_draws(idata, ["w"])
+    assert list(flat) == ["w"]
+    np.testing.assert_array_equal(flat["w"], values.reshape(10, 3))
+    assert set(mcmc.flatten_draws(idata)) == {"w", "b"}
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda: mcmc.timed_nuts(jax.random.key(0), model, Y, num_samples=0),
+            "num_samples",
+        ),
+        (
+            lambda: mcmc.timed_nuts(jax.random.key(0), model, Y, max_tree_depth=0),
+            "max_tree_depth",
+        ),
+        (
+            lambda: mcmc.timed_nuts(
+                jax.random.key(0), model, Y, target_accept_prob=0.0
+            ),
+            "target_accept_prob",
+        ),
+        (
+            lambda: mcmc.run_nuts(jax.random.key(0), model, Y, max_tree_depth=1.5),
+            "max_tree_depth",
+        ),
+        (
+            lambda: mcmc.timed_svi(
+                jax.random.key(0),
+                SVI(model, custom_guide, optax.adam(0.1), Trace_ELBO()),
+                0,
+                Y,
+            ),
+            "num_steps",
+        ),
+        (
+            lambda: mcmc.svi_to_inference_data(
+                jax.random.key(0), custom_guide, {}, Y, num_samples=0
+            ),
+            "num_samples",
+        ),
+        (
+            lambda: mcmc.svi_to_inference_data(
+                jax.random.key(0), custom_guide, {}, Y, num_samples=5, num_chains=0
+            ),
+            "num_chains",
+        ),
+        (
+            lambda: mcmc.flatten_draws(
+                az.from_dict(posterior={"w": np.zeros((1, 2))}), ["v"]
+            ),
+            "var_names",
+        ),
+    ],
+)
+def test_bad_input_to_the_new_functions_is_rejected(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_wrong_types_are_rejected():
+    with pytest.raises(TypeError, match="rng_key"):
+        mcmc.timed_nuts(0, model, Y)
+    with pytest.raises(TypeError, match="svi"):
+        mcmc.timed_svi(jax.random.key(0), "svi", 10, Y)
+    with pytest.raises(TypeError, match="params"):
+        mcmc.svi_to_inference_data(
+            jax.random.key(0), custom_guide, None, Y, num_samples=5
+        )
+    with pytest.raises(TypeError, match="idata"):
+        mcmc.flatten_draws({"w": np.zeros(3)})

@@ -1,0 +1,510 @@
+"""SVI at scale: mini-batches, several devices, and other guides on one model.
+
+- :func:`subsample_plate` is ``numpyro.plate(name, size, subsample_size)``
+  whose mini-batch indices cost ``O(subsample_size)`` per step; NumPyro's own
+  draw (without replacement) costs ``O(size)`` per step.
+  :func:`build_minibatch_model` builds the talk's Bayesian neural network on
+  top of it. Either way NumPyro scales the mini-batch log-likelihood by
+  ``size / subsample_size``, so the loss stays an unbiased estimate of the
+  full-data loss (negative ELBO).
+- :func:`loss_estimates` draws many loss estimates at fixed parameters, to
+  check that claim.
+- :func:`make_mesh`, :func:`shard_data`, :func:`replicate` and
+  :func:`data_parallel_fit` run the same SVI code on one device or many with
+  `jax.sharding`: the data split along the batch axis, the parameters
+  replicated, and XLA adding the cross-device sums.
+- :func:`compare_guides` fits several guides to one model and tabulates cost
+  and predictive quality.
+
+Used in chapter 7 (mini-batch SVI) and chapter 8 (scaling in production).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pandas as pd
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float, Int
+from numpyro.contrib.module import random_nnx_module
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoGuide
+
+from companion import bnn, mcmc, metrics, predictive, training
+
+__all__ = [
+    "build_minibatch_model",
+    "compare_guides",
+    "data_parallel_fit",
+    "loss_estimates",
+    "make_mesh",
+    "replicate",
+    "shard_data",
+    "subsample_plate",
+]
+
+BATCH_AXIS = "batch"
+
+
+# --------------------------------------------------------------------------
+# Mini-batches.
+
+
+@contextlib.contextmanager
+def subsample_plate(
+    name: str, size: int, subsample_size: int | None = None, *, replace: bool = True
+) -> Iterator[Int[Array, " subsample_size"]]:
+    """``numpyro.plate(name, size, subsample_size=subsample_size)``, yielding
+    the mini-batch indices, with a cheap draw of the indices.
+
+    With ``replace=True`` the indices are ``subsample_size`` uniform draws
+    *with* replacement (`jax.random.randint` on the model's key), which cost
+    ``O(subsample_size)`` per step; NumPyro's own draw, kept with
+    ``replace=False``, is *without* replacement and costs ``O(size)`` per step
+    (a Fisher–Yates shuffle of ``arange(size)`` on CPU, ``random.choice`` on
+    other backends). Both give an unbiased estimate of the full-data
+    log-likelihood once scaled by ``size / subsample_size``, which the plate
+    does in either case. ``subsample_size=None`` (or ``= size``) is the plain
+    full-batch plate.
+
+    Index the data with the yielded indices (``x[idx]``) or call
+    ``numpyro.subsample(x, event_dim=...)`` inside the plate. The model must
+    run under a seed handler (SVI and `Predictive` provide one).
+
+    Used in chapters 7 and 8.
+
+    Example:
+        >>> import numpyro.distributions as dist
+        >>> def model(z):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 1))
+        ...     with subsample_plate("data", z.shape[0], 10) as idx:
+        ...         numpyro.sample("z", dist.Normal(loc, 1), obs=z[idx])
+        >>> tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(
+        ...     jnp.zeros(1_000)
+        ... )
+        >>> tr["z"]["value"].shape, float(tr["z"]["scale"])
+        ((10,), 100.0)
+    """
+    _check_count("size", size)
+    if subsample_size is not None:
+        _check_count("subsample_size", subsample_size)
+        if subsample_size > size:
+            raise ValueError(
+                f"subsample_size must be at most size={size} (the number of "
+                f"observations), got {subsample_size}"
+            )
+    if not isinstance(replace, bool):
+        raise TypeError(f"replace must be a bool, got {replace!r}")
+    if subsample_size is None or subsample_size == size or not replace:
+        with numpyro.plate(name, size, subsample_size=subsample_size) as idx:
+            yield idx
+        return
+    key = numpyro.prng_key()
+    if key is None:
+        raise ValueError(
+            "subsample_plate needs a random key to draw indices: run the model "
+            "under numpyro.handlers.seed (SVI and Predictive do)"
+        )
+    indices = jax.random.randint(key, (subsample_size,), 0, size)
+    with (
+        numpyro.handlers.substitute(data={name: indices}),
+        numpyro.plate(name, size, subsample_size=subsample_size) as idx,
+    ):
+        yield idx
+
+
+def build_minibatch_model(
+    mlp: bnn.MLP,
+    *,
+    subsample_size: int | None = None,
+    replace: bool = True,
+    prior_scale: float = 1.0,
+    name: str = "nn",
+) -> Callable[..., None]:
+    """The talk's Bayesian neural network (as `companion.bnn.build_model`),
+    with the likelihood evaluated on a mini-batch of ``subsample_size`` rows
+    per call: ``model(x, y=None)``.
+
+    Latent sites, the deterministic site ``p`` and the observed site ``y``
+    have the names of :func:`companion.bnn.build_model`, so a guide trained on
+    this model predicts with that one (and ``p``/``y`` here cover the
+    mini-batch only). The mini-batch sits in :func:`subsample_plate`
+    (``replace`` chooses the index draw); NumPyro multiplies its
+    log-likelihood by ``n / subsample_size``. ``subsample_size=None`` gives
+    the full-batch model.
+
+    The model raises ``ValueError`` before any tracing when
+    ``subsample_size`` exceeds the number of rows of ``x``, or when ``x`` or
+    ``y`` have the wrong shape.
+
+    Used in chapter 8.
+
+    Example:
+        >>> from flax import nnx
+        >>> mlp = bnn.MLP(2, 1, [4, 3], rngs=nnx.Rngs(0))
+        >>> model = build_minibatch_model(mlp, subsample_size=32)
+        >>> x, y = jnp.zeros((1_000, 2)), jnp.zeros(1_000, dtype=jnp.int32)
+        >>> tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(x, y)
+        >>> tr["p"]["value"].shape, float(tr["y"]["scale"])
+        ((32,), 31.25)
+    """
+    if not isinstance(mlp, bnn.MLP):
+        raise TypeError(f"mlp must be a companion.bnn.MLP, got {type(mlp).__name__}")
+    if mlp.dout != 1:
+        raise ValueError(f"mlp must have dout=1 for binary labels, got {mlp.dout}")
+    if subsample_size is not None:
+        _check_count("subsample_size", subsample_size)
+    if not isinstance(replace, bool):
+        raise TypeError(f"replace must be a bool, got {replace!r}")
+    prior = bnn.make_prior(prior_scale)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    din = mlp.din
+
+    def model(x: Float[Array, "n din"], y: Int[Array, " n"] | None = None) -> None:
+        _check_xy(x, y, din)
+        n = x.shape[0]
+        if subsample_size is not None and subsample_size > n:
+            raise ValueError(
+                f"subsample_size={subsample_size} exceeds the number of "
+                f"observations in x ({n})"
+            )
+        nn = random_nnx_module(name, mlp, prior=prior)
+        with subsample_plate("data", n, subsample_size, replace=replace) as idx:
+            if subsample_size is None:
+                batch_x, batch_y = x, y
+            else:
+                batch_x, batch_y = x[idx], None if y is None else y[idx]
+            p = numpyro.deterministic("p", nn(batch_x).squeeze(-1))
+            numpyro.sample("y", dist.Bernoulli(probs=p), obs=batch_y)
+
+    return model
+
+
+def loss_estimates(
+    rng_key: jax.Array,
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    params: dict[str, Any],
+    *args: Any,
+    num_estimates: int,
+    num_particles: int = 1,
+    **kwargs: Any,
+) -> Float[Array, " num_estimates"]:
+    """``num_estimates`` independent estimates of the loss (negative ELBO,
+    `Trace_ELBO` with ``num_particles``) of ``guide`` with parameters
+    ``params`` (constrained, as ``result.params``), one per key, in one
+    compiled ``vmap``.
+
+    With a mini-batch model every estimate uses a new mini-batch, so their
+    mean estimates the expected loss over mini-batches, which equals the
+    full-batch expected loss: the ``n / subsample_size`` scaling makes the
+    mini-batch log-likelihood unbiased.
+
+    Used in chapter 8.
+    """
+    mcmc._check_key(rng_key)
+    _check_count("num_estimates", num_estimates)
+    _check_count("num_particles", num_particles)
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict (result.params), got {params!r}")
+    dynamic, rebuild = mcmc._split_static(args, kwargs)
+    cache_key = (model, num_particles, rebuild.signature)
+    try:
+        cache = _LOSS_CACHE.setdefault(guide, {})
+        estimate = cache.get(cache_key) if rebuild.signature is not None else None
+    except TypeError:  # a guide that takes no weak reference
+        cache, estimate = {}, None
+    if estimate is None:
+        elbo = Trace_ELBO(num_particles=num_particles)
+
+        @jax.jit
+        def estimate(keys, params, dynamic):
+            call_args, call_kwargs = rebuild(dynamic)
+            return jax.vmap(
+                lambda key: elbo.loss(
+                    key, params, model, guide, *call_args, **call_kwargs
+                )
+            )(keys)
+
+        if rebuild.signature is not None:
+            cache[cache_key] = estimate
+    return estimate(jax.random.split(rng_key, num_estimates), params, dynamic)
+
+
+# Compiled loss estimators per guide, reused across calls with the same model,
+# settings and non-array arguments (a chapter that scores several fits of one
+# guide compiles once).
+_LOSS_CACHE: weakref.WeakKeyDictionary[Any, dict[Hashable, Callable]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+# --------------------------------------------------------------------------
+# Several devices.
+
+
+def make_mesh(
+    devices: list[jax.Device] | None = None, axis_name: str = BATCH_AXIS
+) -> Mesh:
+    """A one-dimensional `jax.sharding.Mesh` over ``devices`` (default: all of
+    `jax.devices()`), with one axis named ``axis_name`` for the data.
+
+    The axis is of type ``Auto``: the compiler decides how to split the
+    computation from the shardings of the inputs, so code written for one
+    device runs unchanged.
+
+    Used in chapter 8.
+
+    Example:
+        >>> make_mesh().shape["batch"] == len(jax.devices())
+        True
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(
+            f"devices must be a non-empty list of jax devices, got {devices!r}"
+        )
+    if not isinstance(axis_name, str) or not axis_name:
+        raise ValueError(f"axis_name must be a non-empty str, got {axis_name!r}")
+    return Mesh(np.array(devices), (axis_name,), axis_types=(AxisType.Auto,))
+
+
+def shard_data(*arrays: Array, mesh: Mesh) -> tuple[Array, ...]:
+    """Place each array on ``mesh`` split along its first (batch) axis, an
+    equal block of rows per device (`NamedSharding` with
+    ``PartitionSpec(axis)``).
+
+    Raises ``ValueError`` when the number of devices does not divide the
+    number of rows, or when the arrays differ in their number of rows.
+
+    Used in chapter 8.
+
+    Example:
+        >>> (x,) = shard_data(jnp.zeros((8, 2)), mesh=make_mesh())
+        >>> x.sharding.spec
+        P('batch',)
+    """
+    _check_mesh(mesh)
+    if not arrays:
+        raise ValueError("shard_data needs at least one array")
+    (axis,) = mesh.axis_names
+    num_devices = mesh.shape[axis]
+    rows = {np.shape(a)[0] if np.ndim(a) else None for a in arrays}
+    if None in rows:
+        raise ValueError("arrays must have a leading batch axis, got a scalar")
+    if len(rows) != 1:
+        raise ValueError(f"arrays must share their number of rows, got {sorted(rows)}")
+    (num_rows,) = rows
+    if num_rows % num_devices:
+        raise ValueError(
+            f"the batch of {num_rows} rows cannot be split evenly over the mesh's "
+            f"{num_devices} devices: the device count must divide the batch "
+            f"(drop {num_rows % num_devices} rows, or change subsample/batch size)"
+        )
+    sharding = NamedSharding(mesh, PartitionSpec(axis))
+    return tuple(jax.device_put(jnp.asarray(a), sharding) for a in arrays)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Copy every array of ``tree`` to every device of ``mesh``
+    (`NamedSharding` with an empty ``PartitionSpec``): how parameters and the
+    optimiser state live in data-parallel training.
+
+    Used in chapter 8.
+    """
+    _check_mesh(mesh)
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def data_parallel_fit(
+    svi: SVI,
+    rng_key: jax.Array,
+    num_steps: int,
+    x: Float[Array, "n d"],
+    y: Int[Array, " n"],
+    *,
+    mesh: Mesh | None = None,
+    **fit_kwargs: Any,
+) -> training.FitResult:
+    """Data-parallel SVI: :func:`companion.training.fit` with ``x`` and ``y``
+    sharded along the batch axis of ``mesh`` (default :func:`make_mesh` over
+    all devices) and the initial SVI state replicated.
+
+    The training code is the same as on one device: the loss is a sum over
+    observations, so each device evaluates the likelihood of its own rows and
+    XLA inserts the sum across devices (an all-reduce) for the loss and its
+    gradient; every device then takes the same optimiser step on its copy of
+    the parameters. On one device the result is that of ``training.fit``; on
+    several it agrees up to the order of floating-point sums.
+
+    Raises ``ValueError`` (from :func:`shard_data`) when the device count does
+    not divide the number of rows. ``fit_kwargs`` go to
+    :func:`companion.training.fit` (``progress_bar``, ``chunk_size``, ...).
+
+    Used in chapter 8.
+    """
+    if not isinstance(svi, SVI):
+        raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}")
+    mcmc._check_key(rng_key)
+    _check_count("num_steps", num_steps)
+    if "init_state" in fit_kwargs:
+        raise ValueError("data_parallel_fit builds init_state itself; do not pass it")
+    mesh = make_mesh() if mesh is None else mesh
+    x_sharded, y_sharded = shard_data(x, y, mesh=mesh)
+    # Initialise on the unsharded data: svi.init runs the model op by op, and
+    # every eager op on sharded arrays would compile a program of its own.
+    state = replicate(svi.init(rng_key, x, y), mesh)
+    x, y = x_sharded, y_sharded
+    return training.fit(svi, rng_key, num_steps, x, y, init_state=state, **fit_kwargs)
+
+
+# --------------------------------------------------------------------------
+# Other guides.
+
+
+def compare_guides(
+    rng_key: jax.Array,
+    model: Callable[..., Any],
+    guides: Mapping[str, AutoGuide],
+    x_train: Float[Array, "n_train d"],
+    y_train: Int[Array, " n_train"],
+    x_test: Float[Array, "n_test d"],
+    y_test: Int[Array, " n_test"],
+    *,
+    num_steps: int | Mapping[str, int],
+    optimizer: Any = None,
+    num_samples: int = 500,
+) -> pd.DataFrame:
+    """Fit every guide to ``model(x_train, y_train)`` and score it.
+
+    ``num_steps`` and ``optimizer`` (default ``optax.adam(0.01)``) are either
+    one value for every guide or a mapping from guide name to value, for
+    guides that need their own (a Laplace approximation needs its optimum
+    reached, hence often more steps, before its Hessian is positive definite).
+
+    One row per guide: ``num_steps``, ``num_params`` (variational parameters, counted
+    scalar by scalar), ``setup_s`` and ``run_s`` (see
+    :func:`companion.mcmc.timed_svi`), ``final_loss`` (the mean loss per
+    training observation over the last tenth of the steps; for
+    `AutoLaplaceApproximation` this is the MAP objective, not an ELBO),
+    ``test_log_loss`` (held-out negative log predictive density per
+    observation, of the posterior predictive mean probability), ``test_auc``
+    (of that probability) and ``mean_pred_sd`` (mean over test points of the
+    posterior standard deviation of ``p``). Predictions use
+    ``num_samples`` draws of ``guide.sample_posterior`` (which gives the
+    Laplace guide its Gaussian) pushed through ``model``'s site ``p``. A
+    guide whose draws are all identical (a Laplace approximation at a point
+    whose Hessian is not positive definite, where NumPyro falls back to the
+    point itself) gets a ``RuntimeWarning``.
+
+    Used in chapter 8.
+    """
+    mcmc._check_key(rng_key)
+    if not isinstance(guides, Mapping) or not guides:
+        raise ValueError("guides must be a non-empty mapping of name -> AutoGuide")
+    for guide_name, guide in guides.items():
+        if not isinstance(guide, AutoGuide):
+            raise TypeError(
+                f"guides[{guide_name!r}] must be a NumPyro AutoGuide, got "
+                f"{type(guide).__name__}"
+            )
+    steps = _per_guide("num_steps", num_steps, guides)
+    for guide_name, value in steps.items():
+        _check_count(f"num_steps[{guide_name!r}]", value)
+    _check_count("num_samples", num_samples)
+    optimizers = _per_guide(
+        "optimizer", optax.adam(0.01) if optimizer is None else optimizer, guides
+    )
+    rows = []
+    keys = jax.random.split(rng_key, len(guides))
+    for key, (guide_name, guide) in zip(keys, guides.items(), strict=True):
+        key_fit, key_draw, key_pred = jax.random.split(key, 3)
+        svi = SVI(model, guide, optimizers[guide_name], Trace_ELBO())
+        result, timing = mcmc.timed_svi(
+            key_fit, svi, steps[guide_name], x_train, y_train
+        )
+        tail = max(1, steps[guide_name] // 10)
+        draws = mcmc._draw_from_guide(
+            key_draw, guide, result.params, num_samples, (x_train, y_train), {}
+        )
+        draws = {k: v for k, v in draws.items() if not k.startswith("_") and k != "p"}
+        p = predictive.predict(key_pred, model, draws, x_test, return_sites=["p"])["p"]
+        p_mean = p.mean(axis=0)
+        if all(bool(jnp.all(v == v[0])) for v in draws.values()):
+            warnings.warn(
+                f"guides[{guide_name!r}] gives identical draws: for a Laplace "
+                "approximation the Hessian at the optimum was not positive "
+                "definite (train longer, or use another guide)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        rows.append(
+            {
+                "guide": guide_name,
+                "num_steps": steps[guide_name],
+                "num_params": int(
+                    sum(np.size(v) for v in jax.tree.leaves(result.params))
+                ),
+                "setup_s": timing.setup_s,
+                "run_s": timing.run_s,
+                "final_loss": float(np.mean(result.losses[-tail:])) / x_train.shape[0],
+                "test_log_loss": float(metrics.log_loss(y_test, p_mean)),
+                "test_auc": float(metrics.auc(y_test, p_mean)),
+                "mean_pred_sd": float(p.std(axis=0).mean()),
+            }
+        )
+    return pd.DataFrame(rows).set_index("guide")
+
+
+# --------------------------------------------------------------------------
+# Input checks, before any tracing.
+
+
+def _check_count(name: str, value: Any) -> None:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def _per_guide(name: str, value: Any, guides: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` for every guide, or the guide's entry when ``value`` is a mapping."""
+    if not isinstance(value, Mapping):
+        return dict.fromkeys(guides, value)
+    missing = [g for g in guides if g not in value]
+    if missing:
+        raise ValueError(
+            f"{name} must have an entry for every guide; missing {missing}"
+        )
+    return {g: value[g] for g in guides}
+
+
+def _check_mesh(mesh: Any) -> None:
+    if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+        raise ValueError(
+            f"mesh must be a one-axis jax.sharding.Mesh (make_mesh()), got {mesh!r}"
+        )
+
+
+def _check_xy(x: Any, y: Any, din: int) -> None:
+    if not hasattr(x, "shape") or len(x.shape) != 2 or x.shape[1] != din:
+        raise ValueError(
+            f"x must be a 2-D array of shape (n, {din}) (the MLP's din), "
+            f"got shape {getattr(x, 'shape', type(x).__name__)}"
+        )
+    if y is not None and (
+        not hasattr(y, "shape") or len(y.shape) != 1 or y.shape[0] != x.shape[0]
+    ):
+        raise ValueError(
+            f"y must be a 1-D array with as many labels as x has rows "
+            f"({x.shape[0]}), got shape {getattr(y, 'shape', type(y).__name__)}"
+        )
