@@ -33,6 +33,8 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 from numpyro.contrib.module import random_nnx_module
 
+from companion._checks import is_int as _is_int
+
 __all__ = [
     "MLP",
     "build_guide",
@@ -379,7 +381,3 @@ def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
+
+from companion._checks import check_key as _check_key
+from companion._checks import is_int as _is_int
 
 __all__ = ["DataSplit", "Grid", "make_grid", "make_moons", "train_val_test_split"]
 
@@ -232,19 +235,4 @@ def _split(
         y[cut_val:cut_test],
         x[cut_test:],
         y[cut_test:],
-    )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _check_key(rng_key: Any) -> None:
-    if isinstance(rng_key, jax.Array):
-        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
-            return
-        if rng_key.dtype == jnp.uint32 and rng_key.shape == (2,):
-            return
-    raise TypeError(
-        f"rng_key must be a JAX PRNG key (jax.random.key(0)), got {rng_key!r}"
     )

@@ -28,6 +28,7 @@ from numpyro.infer import SVI, Trace_ELBO, psis_diagnostic
 from scipy.special import gammaln
 
 from companion import training
+from companion._checks import is_int as _is_int
 
 __all__ = [
     "PRIOR_SCALE",
@@ -394,10 +395,6 @@ def _is_positive(value: object) -> bool:
         return float(value) > 0 and np.isfinite(float(value))
     except TypeError:
         return False
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _check_observations(z: object) -> np.ndarray:

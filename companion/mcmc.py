@@ -35,6 +35,9 @@ from numpyro.infer import MCMC, NUTS, SVI, Predictive
 from numpyro.infer.autoguide import AutoGuide
 from numpyro.infer.svi import SVIRunResult
 
+from companion._checks import check_count as _check_count
+from companion._checks import check_key as _check_key
+
 with warnings.catch_warnings():
     # arviz 0.23 announces its 1.0 refactor at import; the book pins arviz < 1.0.
     warnings.filterwarnings("ignore", "ArviZ is undergoing", FutureWarning)
@@ -470,19 +473,3 @@ def _check_nuts_settings(
         raise ValueError(
             f"target_accept_prob must lie in (0, 1), got {target_accept_prob!r}"
         )
-
-
-def _check_count(name: str, value: Any) -> None:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-
-
-def _check_key(rng_key: Any) -> None:
-    if isinstance(rng_key, jax.Array):
-        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
-            return
-        if rng_key.dtype == jnp.uint32 and rng_key.shape == (2,):
-            return
-    raise TypeError(
-        f"rng_key must be a JAX PRNG key (jax.random.key(0)), got {rng_key!r}"
-    )

@@ -29,6 +29,9 @@ import numpy as np
 from jaxtyping import Array
 from numpyro.infer import Predictive
 
+from companion._checks import check_count as _check_count
+from companion._checks import check_key as _check_key
+
 __all__ = ["posterior_predictive", "predict", "sample_posterior"]
 
 
@@ -243,19 +246,3 @@ def _compiled(
         cache[key] = jax.jit(merged)
     jitted = cache[key]
     return lambda *leading: jitted(*leading, arrays)
-
-
-def _check_count(name: str, value: Any) -> None:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-
-
-def _check_key(rng_key: Any) -> None:
-    if isinstance(rng_key, jax.Array):
-        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
-            return
-        if rng_key.dtype == jnp.uint32 and rng_key.shape == (2,):
-            return
-    raise TypeError(
-        f"rng_key must be a JAX PRNG key (jax.random.key(0)), got {rng_key!r}"
-    )

@@ -41,6 +41,8 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoGuide
 
 from companion import bnn, mcmc, metrics, predictive, training
+from companion._checks import check_count as _check_count
+from companion._checks import check_key as _check_key
 
 __all__ = [
     "build_minibatch_model",
@@ -213,7 +215,7 @@ def loss_estimates(
 
     Used in chapter 8.
     """
-    mcmc._check_key(rng_key)
+    _check_key(rng_key)
     _check_count("num_estimates", num_estimates)
     _check_count("num_particles", num_particles)
     if not isinstance(params, dict):
@@ -356,7 +358,7 @@ def data_parallel_fit(
     """
     if not isinstance(svi, SVI):
         raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}")
-    mcmc._check_key(rng_key)
+    _check_key(rng_key)
     _check_count("num_steps", num_steps)
     if "init_state" in fit_kwargs:
         raise ValueError("data_parallel_fit builds init_state itself; do not pass it")
@@ -410,7 +412,7 @@ def compare_guides(
 
     Used in chapter 8.
     """
-    mcmc._check_key(rng_key)
+    _check_key(rng_key)
     if not isinstance(guides, Mapping) or not guides:
         raise ValueError("guides must be a non-empty mapping of name -> AutoGuide")
     for guide_name, guide in guides.items():
@@ -469,11 +471,6 @@ def compare_guides(
 
 # --------------------------------------------------------------------------
 # Input checks, before any tracing.
-
-
-def _check_count(name: str, value: Any) -> None:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _per_guide(name: str, value: Any, guides: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,9 @@ from numpyro.infer import SVI
 from numpyro.infer.svi import SVIState
 from tqdm import tqdm
 
+from companion._checks import check_key as _check_key
+from companion._checks import is_int as _is_int
+
 __all__ = [
     "EarlyStopping",
     "FitResult",
@@ -468,10 +471,6 @@ def _replay(
 # Input checks, before any tracing.
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 def _is_dynamic(value: Any) -> bool:
     if isinstance(value, jax.Array | np.ndarray):
         return True
@@ -480,17 +479,6 @@ def _is_dynamic(value: Any) -> bool:
     except TypeError:
         return True  # an unhashable container: treat it as a pytree of arrays
     return False
-
-
-def _check_key(rng_key: Any) -> None:
-    if isinstance(rng_key, jax.Array):
-        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
-            return
-        if rng_key.dtype == jnp.uint32 and rng_key.shape == (2,):
-            return
-    raise TypeError(
-        f"rng_key must be a JAX PRNG key (jax.random.key(0)), got {rng_key!r}"
-    )
 
 
 def _num_obs(args: tuple, kwargs: dict[str, Any]) -> int:
