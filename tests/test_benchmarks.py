@@ -44,3 +44,38 @@ def test_bench_training_runs_and_prints_every_method():
         "per-step loop, jit hoisted",
     ]:
         assert out.count(label) == 1, label
+
+
+@pytest.mark.slow
+def test_bench_predictive_runs_and_batches_agree():
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_predictive.py"),
+            "--grid-points",
+            "20",
+            "--draws",
+            "12",
+            "--batch-sizes",
+            "5",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    out = completed.stdout
+    assert "12 draws x 400 grid points" in out
+    # One row per configuration, and batching does not change the numbers.
+    rows = [
+        line.split()[0]
+        for line in out.splitlines()
+        if line.endswith(tuple("0123456789"))
+    ]
+    assert rows[-2:] == ["all", "5"], out
+    difference = float(out.split("over all batch sizes: ")[1].split()[0])
+    assert difference < 1e-5

@@ -1,0 +1,202 @@
+"""Peak memory and time of batched against one-shot posterior prediction.
+
+`companion.predictive.posterior_predictive` runs the model on all posterior
+draws at once (``batch_size=None``, one ``vmap``, as `numpyro.infer.Predictive`
+does) or ``batch_size`` draws at a time (``jax.lax.map``). This script
+measures both for the chapter-4 Bayesian neural network on a grid over the
+input plane (chapters 6 and 8 draw such maps).
+
+Each configuration runs in a fresh Python process, so that nothing allocated
+by one configuration (XLA buffers, compiled programs, the allocator's cache)
+is counted in another; the parent reads that process's own peak resident
+memory from the operating system when it ends (``os.wait4``, whose
+``ru_maxrss`` is per child, where ``RUSAGE_CHILDREN`` would only give the
+largest over all children so far). A ``baseline`` process does everything
+except the prediction (imports, model, guide, posterior draws), so the
+memory that prediction itself adds is the difference.
+
+Times are measured inside the worker: the first call (compiling included)
+and the best of ``--repeats`` further calls (compiled run only).
+
+The guide's parameters come from ``svi.init`` (no training): the cost of a
+prediction does not depend on their values.
+
+    python benchmarks/bench_predictive.py [--grid-points 300] [--draws 500]
+        [--batch-sizes 100 20 5] [--repeats 3]
+
+Record what it prints, with the machine, in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+PEAK_RSS_UNIT = 1024 if sys.platform != "darwin" else 1  # ru_maxrss: KiB on Linux
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One configuration, in this (fresh) process; prints one JSON line."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+    import optax
+    from flax import nnx
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+
+    from companion import bnn, data, predictive
+
+    x, y = data.make_moons(jax.random.key(0), 600, 0.2)
+    mlp = bnn.MLP(2, 1, [4, 3], rngs=nnx.Rngs(0))
+    model = bnn.build_model(mlp)
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, optax.adam(0.01), Trace_ELBO())
+    params = svi.get_params(svi.init(jax.random.key(1), x, y))
+    grid = data.make_grid(x, num_points=args.grid_points).points
+    result = {"grid": int(grid.shape[0]), "draws": args.draws}
+    if args.config == "baseline":
+        samples = predictive.sample_posterior(
+            jax.random.key(2), guide, params, grid, num_samples=args.draws
+        )
+        jax.block_until_ready(samples)
+        print(json.dumps(result))
+        return
+
+    batch_size = None if args.config == "one-shot" else int(args.config)
+
+    def call():
+        out = predictive.posterior_predictive(
+            jax.random.key(2),
+            model,
+            guide,
+            params,
+            grid,
+            num_samples=args.draws,
+            batch_size=batch_size,
+            return_sites=["p"],
+        )["p"]
+        return jax.block_until_ready(out)
+
+    start = time.perf_counter()
+    out = call()
+    result["first_call_s"] = time.perf_counter() - start
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        call()
+        runs.append(time.perf_counter() - start)
+    result["run_s"] = min(runs)
+    result["shape"] = list(out.shape)
+    np.save(args.save, np.asarray(out))
+    print(json.dumps(result))
+
+
+def run_config(config: str, args: argparse.Namespace, save: str) -> dict:
+    """Run one configuration in a fresh process; add its peak RSS in MiB.
+
+    The worker saves its output to ``save`` (a ``.npy`` file) so that the
+    parent can compare configurations after the worker's memory is gone."""
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        config,
+        "--grid-points",
+        str(args.grid_points),
+        "--draws",
+        str(args.draws),
+        "--repeats",
+        str(args.repeats),
+        "--save",
+        save,
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    stdout = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"configuration {config!r} failed ({proc.returncode})")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mib"] = usage.ru_maxrss * PEAK_RSS_UNIT / 2**20
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid-points", type=int, default=300)
+    parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 20, 5])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        args.config = args.worker
+        worker(args)
+        return
+
+    if any(b < 1 for b in args.batch_sizes):
+        parser.error("--batch-sizes must be positive")
+    configs = ["baseline", "one-shot", *map(str, args.batch_sizes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        saves = {config: os.path.join(tmp, f"{config}.npy") for config in configs}
+        results = {
+            config: run_config(config, args, saves[config]) for config in configs
+        }
+        reference = np.load(saves["one-shot"])
+        for config in configs[2:]:
+            results[config]["max_abs_diff"] = float(
+                np.max(np.abs(np.load(saves[config]) - reference))
+            )
+    base = results["baseline"]["peak_rss_mib"]
+    one = results["one-shot"]
+    max_diff = max(results[config]["max_abs_diff"] for config in configs[2:])
+
+    print(
+        f"posterior predictive of the chapter-4 BNN: {args.draws} draws x "
+        f"{one['grid']:,} grid points ({args.grid_points}^2), output "
+        f"{one['shape']} float32 = {4 * args.draws * one['grid'] / 2**20:.0f} MiB"
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.platform()}; JAX backend: "
+        f"{os.environ.get('JAX_PLATFORMS', 'cpu')}"
+    )
+    print(f"baseline process (no prediction): peak RSS {base:,.0f} MiB")
+    print(
+        "largest difference from the one-shot output, over all batch sizes: "
+        f"{max_diff:.1e} (probabilities in [0, 1]; float32 rounding only)"
+    )
+    header = (
+        f"{'batch_size':>10} {'peak RSS':>10} {'above base':>11} {'mem ratio':>10} "
+        f"{'run (s)':>8} {'time ratio':>11} {'1st call (s)':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    above_one = one["peak_rss_mib"] - base
+    for config in configs[1:]:
+        r = results[config]
+        above = r["peak_rss_mib"] - base
+        print(
+            f"{'all' if config == 'one-shot' else config:>10} "
+            f"{r['peak_rss_mib']:>8,.0f}Mi {above:>9,.0f}Mi "
+            f"{above / above_one:>10.2f} {r['run_s']:>8.3f} "
+            f"{r['run_s'] / one['run_s']:>11.2f} {r['first_call_s']:>13.2f}"
+        )
+    print(
+        "mem ratio: memory above the baseline, relative to one-shot; time ratio: "
+        "compiled run time relative to one-shot."
+    )
+
+
+if __name__ == "__main__":
+    main()
