@@ -1,8 +1,9 @@
 """SVI at scale: mini-batches, several devices, and other guides on one model.
 
 - :func:`subsample_plate` is ``numpyro.plate(name, size, subsample_size)``
-  whose mini-batch indices cost ``O(subsample_size)`` per step; NumPyro's own
-  draw (without replacement) costs ``O(size)`` per step.
+  whose mini-batch indices are one vectorised draw per step; NumPyro's own
+  draw (without replacement) is, on a CPU, a sequential loop of
+  ``subsample_size`` swaps in a copy of ``arange(size)``.
   :func:`build_minibatch_model` builds the talk's Bayesian neural network on
   top of it. Either way NumPyro scales the mini-batch log-likelihood by
   ``size / subsample_size``, so the loss stays an unbiased estimate of the
@@ -70,11 +71,12 @@ def subsample_plate(
     the mini-batch indices, with a cheap draw of the indices.
 
     With ``replace=True`` the indices are ``subsample_size`` uniform draws
-    *with* replacement (`jax.random.randint` on the model's key), which cost
-    ``O(subsample_size)`` per step; NumPyro's own draw, kept with
-    ``replace=False``, is *without* replacement and costs ``O(size)`` per step
-    (a Fisher–Yates shuffle of ``arange(size)`` on CPU, ``random.choice`` on
-    other backends). Both give an unbiased estimate of the full-data
+    *with* replacement (`jax.random.randint` on the model's key), drawn at
+    once; NumPyro's own draw, kept with ``replace=False``, is *without*
+    replacement: on a CPU a partial Fisher–Yates shuffle, a sequential
+    ``lax.scan`` of ``subsample_size`` swaps (each with its own key) in a copy
+    of ``arange(size)``, and ``random.choice(..., replace=False)`` on other
+    backends. Both give an unbiased estimate of the full-data
     log-likelihood once scaled by ``size / subsample_size``, which the plate
     does in either case. ``subsample_size=None`` (or ``= size``) is the plain
     full-batch plate.
