@@ -188,3 +188,63 @@ def test_prior_scale_reaches_model_and_exact_posterior(z):
 def test_make_svi_shares_one_object_per_setting():
     assert gamma.make_svi() is gamma.make_svi(10, 0.005)
     assert gamma.make_svi(5) is not gamma.make_svi(10)
+
+
+def _mc_loss(params, z, key, num_particles=20_000):
+    """NumPyro's own negative ELBO at fixed params, with common random numbers."""
+    from numpyro.infer import Trace_ELBO
+
+    elbo = Trace_ELBO(num_particles=num_particles)
+    return float(
+        elbo.loss(
+            key,
+            {k: jnp.asarray(v) for k, v in params.items()},
+            gamma.model,
+            gamma.guide,
+            z=z,
+        )
+    )
+
+
+def test_best_approximation_maximises_numpyros_elbo(z):
+    best = gamma.best_approximation(z)
+    key = jax.random.key(3)
+    loss_best = _mc_loss(best, z, key)
+    loc, scale = best["concentration_loc"], best["concentration_scale"]
+    for other in [
+        {"concentration_loc": loc + 0.5 * scale, "concentration_scale": scale},
+        {"concentration_loc": loc - 0.5 * scale, "concentration_scale": scale},
+        {"concentration_loc": loc, "concentration_scale": 1.3 * scale},
+        {"concentration_loc": loc, "concentration_scale": scale / 1.3},
+    ]:
+        assert _mc_loss(other, z, key) > loss_best
+
+
+def test_best_approximation_is_close_to_the_exact_posterior_here():
+    # The posterior of the concentration is nearly log-normal: the family's
+    # gap is a tiny fraction of a posterior standard deviation.
+    z = gamma.simulate(jax.random.key(4), 2.5, 500)
+    mean, sd = gamma.approximation_moments(gamma.best_approximation(z))
+    exact_mean, exact_sd = gamma.posterior_moments(z)
+    assert abs(mean - exact_mean) < 0.01 * exact_sd
+    assert sd == pytest.approx(exact_sd, rel=0.01)
+
+
+def test_best_approximation_is_where_a_long_svi_fit_ends(z):
+    best = gamma.best_approximation(z)
+    fitted = gamma.fit(jax.random.key(5), z, 4_000, learning_rate=0.01).params
+    assert float(fitted["concentration_loc"]) == pytest.approx(
+        best["concentration_loc"], abs=0.1 * best["concentration_scale"]
+    )
+    assert float(fitted["concentration_scale"]) == pytest.approx(
+        best["concentration_scale"], rel=0.2
+    )
+
+
+def test_best_approximation_rejects_bad_input(z):
+    with pytest.raises(ValueError, match="num_nodes"):
+        gamma.best_approximation(z, num_nodes=1)
+    with pytest.raises(ValueError, match="prior_scale"):
+        gamma.best_approximation(z, prior_scale=0.0)
+    with pytest.raises(ValueError, match="strictly positive"):
+        gamma.best_approximation(np.array([1.0, -1.0]))
