@@ -146,3 +146,37 @@ def test_ci_runs_the_readme_setup_and_test_command() -> None:
     for command in ['pip install -e ".[dev]"', "nbstripout --install", "pytest -n 2"]:
         assert command in readme, f"README lacks {command!r}"
         assert command in ci, f".ci/run lacks {command!r}"
+
+
+def _sources(path: Path, cell_type: str | None = None) -> list[str]:
+    return [
+        "".join(cell["source"])
+        for cell in _notebook(path)["cells"]
+        if cell_type is None or cell["cell_type"] == cell_type
+    ]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_cross_references_resolve_within_the_chapter(path: Path) -> None:
+    # Each chapter is also rendered alone (as slides), so every @fig-/@tbl-
+    # it cites, in prose or in generated Markdown, must be labelled in it.
+    sources = _sources(path)
+    labels = set()
+    for source in sources:
+        labels.update(re.findall(r"^#\| label: ((?:fig|tbl)-[\w-]+)", source, re.M))
+    cited = set()
+    for source in sources:
+        cited.update(re.findall(r"@((?:fig|tbl)-[\w-]*\w)", source))
+    assert cited <= labels, f"unresolved in {path.name}: {sorted(cited - labels)}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_conditional_content_and_divs_are_well_formed(path: Path) -> None:
+    # Quarto's "html" format alias includes revealjs, so book-only content
+    # must say unless-format="revealjs"; and every fenced div that is opened
+    # (possibly in one cell, around code cells) is closed.
+    markdown = "\n".join(_sources(path, "markdown"))
+    assert 'when-format="html"' not in markdown, path.name
+    opened = len(re.findall(r"^:::+ *\{", markdown, re.M))
+    closed = len(re.findall(r"^:::+ *$", markdown, re.M))
+    assert opened == closed, f"{path.name}: {opened} divs opened, {closed} closed"
