@@ -14,15 +14,28 @@ names the chapter that introduces it. One concept per module:
 - :mod:`companion.training` — a fast SVI training loop with validation,
   early stopping and a progress bar (chapters 3, 5, 8).
 - :mod:`companion.gamma` — the talk's toy example, recovering the
-  concentration of a Gamma distribution (chapter 3).
-- :mod:`companion.mcmc` — NUTS runs returned as ArviZ ``InferenceData``
-  (chapters 3, 7).
+  concentration of a Gamma distribution (chapters 3, 7).
+- :mod:`companion.mcmc` — NUTS runs returned as ArviZ ``InferenceData``,
+  and timings that keep compilation apart (chapters 3, 7, 8).
+- :mod:`companion.scaling` — mini-batch models, data-parallel SVI over
+  several devices, and a comparison of guides (chapters 7, 8).
 """
 
-from companion import bnn, data, gamma, mcmc, metrics, predictive, theory, training
+from companion import (
+    bnn,
+    data,
+    gamma,
+    mcmc,
+    metrics,
+    predictive,
+    scaling,
+    theory,
+    training,
+)
 from companion.bnn import MLP, build_guide, build_model
 from companion.data import make_moons, train_val_test_split
 from companion.predictive import posterior_predictive
+from companion.scaling import data_parallel_fit, subsample_plate
 from companion.training import FitResult, fit
 
 __all__ = [
@@ -32,6 +45,7 @@ __all__ = [
     "build_guide",
     "build_model",
     "data",
+    "data_parallel_fit",
     "fit",
     "gamma",
     "make_moons",
@@ -39,6 +53,8 @@ __all__ = [
     "metrics",
     "posterior_predictive",
     "predictive",
+    "scaling",
+    "subsample_plate",
     "theory",
     "train_val_test_split",
     "training",

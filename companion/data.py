@@ -30,7 +30,7 @@ __all__ = ["DataSplit", "Grid", "make_grid", "make_moons", "train_val_test_split
 
 class DataSplit(NamedTuple):
     """Train, validation and test parts of one data set (see
-    :func:`train_val_test_split`)."""
+    :func:`train_val_test_split`). Used in chapters 4 to 7."""
 
     x_train: Float[Array, "n_train 2"]
     y_train: Int[Array, " n_train"]
@@ -41,7 +41,8 @@ class DataSplit(NamedTuple):
 
 
 class Grid(NamedTuple):
-    """A rectangular grid over the plane (see :func:`make_grid`).
+    """A rectangular grid over the plane (see :func:`make_grid`). Used in
+    chapters 4, 6, 7 and 8.
 
     Attributes:
         points: the grid points, one per row, ready to feed a model.

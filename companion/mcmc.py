@@ -57,7 +57,7 @@ ChainMethod = Literal["sequential", "parallel", "vectorized"]
 
 class Timing(NamedTuple):
     """Wall-clock seconds of one timed run (see :func:`timed_nuts`,
-    :func:`timed_svi`).
+    :func:`timed_svi`). Used in chapters 7 and 8.
 
     Attributes:
         setup_s: tracing, compiling and initialising: paid once per model,

@@ -31,6 +31,7 @@ __all__ = [
 
 class ReliabilityBins(NamedTuple):
     """The bins of a reliability diagram (see :func:`reliability_bins`).
+    Used in chapter 6.
 
     Attributes:
         prob_pred: mean predicted probability in each bin (NaN when empty).

@@ -48,11 +48,13 @@ _STOP_RULES = ("no_improvement", "val_above_train")
 
 
 class NonFiniteLossWarning(RuntimeWarning):
-    """Warned when :func:`fit` stops because the loss became NaN or infinite."""
+    """Warned when :func:`fit` stops because the loss became NaN or infinite;
+    :func:`fit` is used in chapters 3, 5, 6 and 8."""
 
 
 class FitResult(NamedTuple):
     """What :func:`fit` returns; the first three fields match `SVIRunResult`.
+    Used in chapters 3, 5, 6 and 8.
 
     Attributes:
         params: the constrained parameters: the best by validation loss when
