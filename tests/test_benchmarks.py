@@ -1,4 +1,4 @@
-"""The benchmark scripts run as real programs, with tiny arguments (the cheaper problem only), so they
+"""The benchmark scripts run as real programs, with tiny arguments, so they
 cannot rot between the runs recorded in benchmarks/README.md."""
 
 import os
@@ -11,21 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_bench_training_runs_and_prints_every_method():
+def _run_benchmark(script: str, *args: str) -> str:
+    """Run benchmarks/<script> on the CPU; return its standard output."""
     completed = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_training.py"),
-            "--steps",
-            "40",
-            "--talk-steps",
-            "4",
-            "--repeats",
-            "1",
-            "--problems",
-            "gamma",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -33,7 +22,16 @@ def test_bench_training_runs_and_prints_every_method():
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    out = completed.stdout
+    return completed.stdout
+
+
+@pytest.mark.slow
+def test_bench_training_runs_and_prints_every_method():
+    out = _run_benchmark(
+        "bench_training.py",
+        *("--steps", "40", "--talk-steps", "4", "--repeats", "1"),
+        *("--problems", "gamma"),  # the cheaper problem only
+    )
     for label in [
         "bare jit(lax.scan) [limit]",
         "fit, no validation",
@@ -48,27 +46,11 @@ def test_bench_training_runs_and_prints_every_method():
 
 @pytest.mark.slow
 def test_bench_predictive_runs_and_batches_agree():
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_predictive.py"),
-            "--grid-points",
-            "20",
-            "--draws",
-            "12",
-            "--batch-sizes",
-            "5",
-            "--repeats",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    out = _run_benchmark(
+        "bench_predictive.py",
+        *("--grid-points", "20", "--draws", "12", "--batch-sizes", "5"),
+        *("--repeats", "1"),
     )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    out = completed.stdout
     assert "12 draws x 400 grid points" in out
     # One row per configuration, and batching does not change the numbers.
     rows = [
