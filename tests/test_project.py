@@ -180,3 +180,22 @@ def test_conditional_content_and_divs_are_well_formed(path: Path) -> None:
     opened = len(re.findall(r"^:::+ *\{", markdown, re.M))
     closed = len(re.findall(r"^:::+ *$", markdown, re.M))
     assert opened == closed, f"{path.name}: {opened} divs opened, {closed} closed"
+
+
+def test_slide_embeds_point_at_labelled_cells() -> None:
+    embeds = []
+    for deck in ROOT.glob("slides/*.qmd"):
+        for target, label in re.findall(
+            r"\{\{< embed ([^#\s]+)#([\w-]+) >\}\}", deck.read_text()
+        ):
+            embeds.append((deck, target, label))
+    assert embeds, "the talk deck embeds no chapter output"
+    for deck, target, label in embeds:
+        notebook = (deck.parent / target).resolve()
+        assert notebook.exists(), f"{deck.name}: {target} does not exist"
+        labels = {
+            found
+            for source in _sources(notebook, "code")
+            for found in re.findall(r"^#\| label: ([\w-]+)", source, re.M)
+        }
+        assert label in labels, f"{deck.name}: no cell labelled {label} in {target}"
