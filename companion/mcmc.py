@@ -40,7 +40,7 @@ from companion._checks import check_key as _check_key
 
 with warnings.catch_warnings():
     # arviz 0.23 announces its 1.0 refactor at import; the book pins arviz < 1.0.
-    warnings.filterwarnings("ignore", "ArviZ is undergoing", FutureWarning)
+    warnings.filterwarnings("ignore", r"\s*ArviZ is undergoing", FutureWarning)
     import arviz as az
 
 __all__ = [
