@@ -248,3 +248,46 @@ def test_best_approximation_rejects_bad_input(z):
         gamma.best_approximation(z, prior_scale=0.0)
     with pytest.raises(ValueError, match="strictly positive"):
         gamma.best_approximation(np.array([1.0, -1.0]))
+
+
+def _reference_best(z, prior_scale):
+    """Independent reference: the ELBO by adaptive quadrature in the
+    log-normal's base variable, maximised by Nelder-Mead."""
+    from scipy import optimize
+
+    def negative_elbo(theta):
+        loc, log_scale = theta
+        scale = np.exp(log_scale)
+
+        def integrand(eps):
+            alpha = np.exp(loc + scale * eps)
+            log_joint = stats.halfnorm.logpdf(alpha, scale=prior_scale)
+            log_joint += stats.gamma.logpdf(z, alpha).sum()
+            return stats.norm.pdf(eps) * log_joint
+
+        expected = integrate.quad(integrand, -10, 10, limit=200)[0]
+        return -(expected + loc + log_scale)  # entropy up to a constant
+
+    start = [np.log(np.mean(z)), np.log(0.5)]
+    result = optimize.minimize(
+        negative_elbo,
+        start,
+        method="Nelder-Mead",
+        options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4_000},
+    )
+    return result.x[0], result.x[1]
+
+
+@pytest.mark.parametrize(
+    ("z", "prior_scale"),
+    [
+        (np.array([0.7]), 1.0),
+        (np.array([0.5, 1.5, 2.0]), 0.5),  # the prior scale matters here
+        (np.array([300.0]), 1.0),  # data far from the prior
+    ],
+)
+def test_best_approximation_matches_an_independent_reference(z, prior_scale):
+    best = gamma.best_approximation(z, prior_scale=prior_scale)
+    loc, log_scale = _reference_best(z, prior_scale)
+    assert best["concentration_loc"] == pytest.approx(loc, abs=1e-5)
+    assert np.log(best["concentration_scale"]) == pytest.approx(log_scale, abs=1e-5)
