@@ -29,6 +29,7 @@ from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 
 from companion import training
+from companion._checks import check_key as _check_key
 from companion._checks import is_int as _is_int
 
 __all__ = [
@@ -102,6 +103,7 @@ def simulate(
 
     Used in chapter 3.
     """
+    _check_key(rng_key)
     if not _is_positive(concentration):
         raise ValueError(f"concentration must be a number > 0, got {concentration!r}")
     if not _is_int(num_samples) or num_samples < 1:
@@ -159,6 +161,7 @@ def fit(
 
     Used in chapter 3.
     """
+    _check_key(rng_key)
     z = _check_observations(z)
     if not _is_int(num_steps) or num_steps < 1:
         raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
@@ -370,6 +373,7 @@ def recovery_study(
 
     Used in chapter 3.
     """
+    _check_key(rng_key)
     if len(concentrations) == 0 or len(sizes) == 0:
         raise ValueError("concentrations and sizes must be non-empty sequences")
     if not 0.0 < interval < 1.0:

@@ -291,3 +291,13 @@ def test_best_approximation_matches_an_independent_reference(z, prior_scale):
     loc, log_scale = _reference_best(z, prior_scale)
     assert best["concentration_loc"] == pytest.approx(loc, abs=1e-5)
     assert np.log(best["concentration_scale"]) == pytest.approx(log_scale, abs=1e-5)
+
+
+def test_functions_that_draw_reject_a_missing_key(z):
+    for call in [
+        lambda: gamma.simulate(0, 2.0, 5),
+        lambda: gamma.fit(0, z, 10),
+        lambda: gamma.recovery_study(0, [2.0], [10]),
+    ]:
+        with pytest.raises(TypeError, match="rng_key must be a JAX PRNG key"):
+            call()
