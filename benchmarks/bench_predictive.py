@@ -13,7 +13,9 @@ memory from the operating system when it ends (``os.wait4``, whose
 ``ru_maxrss`` is per child, where ``RUSAGE_CHILDREN`` would only give the
 largest over all children so far). A ``baseline`` process does everything
 except the prediction (imports, model, guide, posterior draws), so the
-memory that prediction itself adds is the difference.
+memory that prediction itself adds is the difference. (On Linux a child's
+``ru_maxrss`` starts from the resident memory of the parent at ``fork``, so
+the parent stays small: it imports no JAX.)
 
 Times are measured inside the worker: the first call (compiling included)
 and the best of ``--repeats`` further calls (compiled run only).
@@ -119,11 +121,11 @@ def run_config(config: str, args: argparse.Namespace, save: str) -> dict:
         save,
     ]
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        stdout = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or not stdout.strip():
         raise RuntimeError(f"configuration {config!r} failed ({proc.returncode})")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["peak_rss_mib"] = usage.ru_maxrss * PEAK_RSS_UNIT / 2**20
@@ -144,9 +146,13 @@ def main() -> None:
         worker(args)
         return
 
+    for name in ("grid_points", "draws", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if any(b < 1 for b in args.batch_sizes):
         parser.error("--batch-sizes must be positive")
-    configs = ["baseline", "one-shot", *map(str, args.batch_sizes)]
+    batch_sizes = list(dict.fromkeys(args.batch_sizes))  # once each, in order
+    configs = ["baseline", "one-shot", *map(str, batch_sizes)]
     with tempfile.TemporaryDirectory() as tmp:
         saves = {config: os.path.join(tmp, f"{config}.npy") for config in configs}
         results = {
@@ -189,7 +195,8 @@ def main() -> None:
         print(
             f"{'all' if config == 'one-shot' else config:>10} "
             f"{r['peak_rss_mib']:>8,.0f}Mi {above:>9,.0f}Mi "
-            f"{above / above_one:>10.2f} {r['run_s']:>8.3f} "
+            f"{above / above_one if above_one > 0 else float('nan'):>10.2f} "
+            f"{r['run_s']:>8.3f} "
             f"{r['run_s'] / one['run_s']:>11.2f} {r['first_call_s']:>13.2f}"
         )
     print(

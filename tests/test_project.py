@@ -5,6 +5,7 @@ README, CI and conda environment agree with `pyproject.toml`."""
 import json
 import re
 import tomllib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -159,36 +160,64 @@ def _sources(path: Path, cell_type: str | None = None) -> list[str]:
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_cross_references_resolve_within_the_chapter(path: Path) -> None:
     # Each chapter is also rendered alone (as slides), so every @fig-/@tbl-
-    # it cites, in prose or in generated Markdown, must be labelled in it.
+    # it cites, in prose or in generated Markdown, must be labelled in it,
+    # once.
     sources = _sources(path)
-    labels = set()
+    labels = []
     for source in sources:
-        labels.update(re.findall(r"^#\| label: ((?:fig|tbl)-[\w-]+)", source, re.M))
+        labels += re.findall(r"^#\| label: ((?:fig|tbl)-[\w-]+)", source, re.M)
+        labels += re.findall(r"\{#((?:fig|tbl)-[\w-]+)\}", source)
+    duplicates = sorted(label for label, n in Counter(labels).items() if n > 1)
+    assert not duplicates, f"{path.name}: labels used twice: {duplicates}"
     cited = set()
     for source in sources:
         cited.update(re.findall(r"@((?:fig|tbl)-[\w-]*\w)", source))
-    assert cited <= labels, f"unresolved in {path.name}: {sorted(cited - labels)}"
+    assert cited <= set(labels), (
+        f"unresolved in {path.name}: {sorted(cited - set(labels))}"
+    )
+
+
+def _div_depths(markdown: str) -> list[int]:
+    """Nesting depth of fenced divs after each line, fenced code left out."""
+    markdown = re.sub(r"^\s*```.*?^\s*```", "", markdown, flags=re.M | re.S)
+    depth, depths = 0, []
+    for line in markdown.splitlines():
+        if re.match(r"^\s*:::+\s*(\{.*\}|[\w-]+)\s*$", line):
+            depth += 1
+        elif re.match(r"^\s*:::+\s*$", line):
+            depth -= 1
+        depths.append(depth)
+    return depths
+
+
+def test_div_depth_counter() -> None:
+    assert _div_depths("::: {.notes}\ntext\n:::")[-1] == 0
+    assert _div_depths("   ::: {.callout-tip}\n   ## Hint\n   :::")[-1] == 0
+    assert _div_depths("::: notes\n:::\n:::")[-1] == -1
+    assert min(_div_depths(":::\n::: {.a}")) == -1  # closed before opened
+    assert _div_depths("```\n::: {.a}\n```\n")[-1] == 0  # inside code
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_conditional_content_and_divs_are_well_formed(path: Path) -> None:
     # Quarto's "html" format alias includes revealjs, so book-only content
     # must say unless-format="revealjs"; and every fenced div that is opened
-    # (possibly in one cell, around code cells) is closed.
+    # (possibly in one cell, around code cells) is closed, never before it
+    # is opened.
     markdown = "\n".join(_sources(path, "markdown"))
     assert 'when-format="html"' not in markdown, path.name
-    opened = len(re.findall(r"^:::+ *\{", markdown, re.M))
-    closed = len(re.findall(r"^:::+ *$", markdown, re.M))
-    assert opened == closed, f"{path.name}: {opened} divs opened, {closed} closed"
+    depths = _div_depths(markdown)
+    assert min(depths, default=0) >= 0, f"{path.name}: a div closed before it opened"
+    assert depths[-1] == 0, f"{path.name}: {depths[-1]} divs left open"
 
 
 def test_slide_embeds_point_at_labelled_cells() -> None:
     embeds = []
     for deck in ROOT.glob("slides/*.qmd"):
-        for target, label in re.findall(
-            r"\{\{< embed ([^#\s]+)#([\w-]+) >\}\}", deck.read_text()
-        ):
-            embeds.append((deck, target, label))
+        for inside in re.findall(r"\{\{<\s*embed\s+([^>]*?)\s*>\}\}", deck.read_text()):
+            match = re.match(r"^(\S+)#([\w-]+)(\s|$)", inside)
+            assert match, f"{deck.name}: embed without a #label: {inside!r}"
+            embeds.append((deck, match.group(1), match.group(2)))
     assert embeds, "the talk deck embeds no chapter output"
     for deck, target, label in embeds:
         notebook = (deck.parent / target).resolve()
