@@ -19,16 +19,22 @@ names the chapter that introduces it. One concept per module:
   and timings that keep compilation apart (chapters 3, 7, 8).
 - :mod:`companion.scaling` — mini-batch models, data-parallel SVI over
   several devices, and a comparison of guides (chapters 7, 8).
+- :mod:`companion.streaming` — SVI on data that stay on the host, streamed
+  to one device, a mesh of devices or several processes (chapters 8, 9).
+- :mod:`companion.hierarchical` — a hierarchical regression with an exact
+  posterior at any number of rows (chapter 8).
 """
 
 from companion import (
     bnn,
     data,
     gamma,
+    hierarchical,
     mcmc,
     metrics,
     predictive,
     scaling,
+    streaming,
     theory,
     training,
 )
@@ -48,12 +54,14 @@ __all__ = [
     "data_parallel_fit",
     "fit",
     "gamma",
+    "hierarchical",
     "make_moons",
     "mcmc",
     "metrics",
     "posterior_predictive",
     "predictive",
     "scaling",
+    "streaming",
     "subsample_plate",
     "theory",
     "train_val_test_split",

@@ -1,0 +1,586 @@
+"""Stochastic VI on data that stay on the host: mini-batches streamed to the
+device, one shuffle per epoch.
+
+Everything else in the book puts the whole data set on the device and draws
+mini-batch indices inside the model (``x[idx]``). That stops working when the
+data do not fit in device memory, or when they live in a file. Here the data
+stay in host memory (NumPy arrays or `np.memmap` files) and only the rows of
+the next few mini-batches are gathered on the host and moved to the device,
+ahead of use, while the device works on the current ones.
+
+- :func:`batch_plate` is the plate a streamed model puts its likelihood in:
+  a plate over the ``batch_size`` rows it was given, whose log-likelihood is
+  scaled by ``num_data / batch_size`` (no index draw: the rows were chosen on
+  the host).
+- :func:`fit` runs SVI over the host arrays for a number of epochs: a fresh
+  shuffle per epoch, ``num_data // batch_size`` steps per epoch (the last
+  partial batch of each shuffle is dropped; a different remainder each
+  epoch), compiled chunks of steps, optional tail (Polyak-Ruppert) averaging
+  of the iterates, and data parallelism over a `jax.sharding.Mesh` of local
+  or, after `jax.distributed.initialize`, several processes' devices, each
+  process reading only its own part of every batch.
+
+Loss means negative ELBO, to minimise, as in NumPyro.
+
+Introduced in chapter 8 (a hierarchical model at scale); used in chapter 9.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float, Int
+from numpyro.infer import SVI
+from numpyro.infer.svi import SVIState
+from tqdm.auto import tqdm
+
+from companion._checks import check_count as _check_count
+from companion._checks import check_key as _check_key
+from companion._checks import is_int as _is_int
+
+__all__ = ["StreamingResult", "batch_plate", "fit", "num_steps_per_epoch"]
+
+
+# --------------------------------------------------------------------------
+# The plate.
+
+
+@contextlib.contextmanager
+def batch_plate(
+    name: str, num_data: int, batch_size: int, *, dim: int | None = None
+) -> Iterator[Int[Array, " batch_size"]]:
+    """A plate over one mini-batch of ``batch_size`` rows out of ``num_data``,
+    whose log-likelihood NumPyro scales by ``num_data / batch_size``.
+
+    It is ``numpyro.plate(name, num_data, subsample_size=batch_size)`` with
+    the subsample indices fixed to ``arange(batch_size)``: the rows were drawn
+    on the host (by :func:`fit`), so the model uses the batch it was given as
+    it is and no index is drawn. Averaged over the batches of a partition of
+    the data, the scaled mini-batch loss is exactly the full-data loss; over
+    random batches it is an unbiased estimate of it. With
+    ``batch_size == num_data`` it is the plain full-batch plate (scale 1).
+
+    Used in chapter 8.
+
+    Example:
+        >>> import numpyro.distributions as dist
+        >>> def model(y, num_data):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 1))
+        ...     with batch_plate("data", num_data, y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(loc, 1), obs=y)
+        >>> tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(
+        ...     jnp.zeros(10), num_data=1_000
+        ... )
+        >>> tr["y"]["value"].shape, float(tr["y"]["scale"])
+        ((10,), 100.0)
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    _check_count("num_data", num_data)
+    _check_count("batch_size", batch_size)
+    if batch_size > num_data:
+        raise ValueError(
+            f"batch_size must be at most num_data={num_data}, got {batch_size}"
+        )
+    indices = jnp.arange(batch_size)
+    with (
+        numpyro.handlers.substitute(data={name: indices}),
+        numpyro.plate(name, num_data, subsample_size=batch_size, dim=dim) as idx,
+    ):
+        yield idx
+
+
+# --------------------------------------------------------------------------
+# The fit.
+
+
+class StreamingResult(NamedTuple):
+    """What :func:`fit` returns. Used in chapters 8 and 9.
+
+    Attributes:
+        params: the constrained parameters after the last step.
+        state: the `SVIState` after the last step (pass it back as
+            ``init_state``, with ``start_epoch=epochs_run``, to resume).
+        losses: the loss (negative ELBO, for the full data: the mini-batch
+            log-likelihood is scaled up) of every step of this call.
+        epoch_losses: the mean of ``losses`` over each epoch of this call.
+        averaged_params: the constrained average of the unconstrained
+            iterates from step ``average_from`` on (Polyak-Ruppert tail
+            averaging), or ``None`` without ``average_from``.
+        num_data: the number of rows, ``N``.
+        batch_size: rows per step.
+        steps_per_epoch: ``N // batch_size``.
+        epochs_run: epochs run so far, counting ``start_epoch``.
+        seconds: wall time of the steps of this call (after set-up: the first
+            compilation and `svi.init`).
+        setup_seconds: wall time of `svi.init` and the first compilation.
+    """
+
+    params: dict[str, Any]
+    state: SVIState
+    losses: Float[np.ndarray, " num_steps"]
+    epoch_losses: Float[np.ndarray, " num_epochs"]
+    averaged_params: dict[str, Any] | None
+    num_data: int
+    batch_size: int
+    steps_per_epoch: int
+    epochs_run: int
+    seconds: float
+    setup_seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        """Rows processed per second of run time (after set-up)."""
+        return len(self.losses) * self.batch_size / max(self.seconds, 1e-12)
+
+
+def num_steps_per_epoch(num_data: int, batch_size: int) -> int:
+    """Steps in one epoch of :func:`fit`: ``num_data // batch_size`` (the last
+    partial batch of each shuffle is dropped). Used in chapter 8."""
+    _check_count("num_data", num_data)
+    _check_count("batch_size", batch_size)
+    if batch_size > num_data:
+        raise ValueError(
+            f"batch_size must be at most num_data={num_data}, got {batch_size}"
+        )
+    return num_data // batch_size
+
+
+def fit(
+    svi: SVI,
+    rng_key: jax.Array,
+    arrays: Sequence[np.ndarray],
+    *,
+    batch_size: int,
+    num_epochs: int,
+    progress_bar: bool = True,
+    init_state: SVIState | None = None,
+    start_epoch: int = 0,
+    steps_per_chunk: int | None = None,
+    prefetch: int = 2,
+    average_from: int | None = None,
+    mesh: Mesh | None = None,
+    **kwargs: Any,
+) -> StreamingResult:
+    """Run SVI for ``num_epochs`` over host arrays, one mini-batch per step.
+
+    Each epoch draws a fresh permutation of the ``N`` rows (from
+    ``rng_key`` and the epoch's number, so a resumed run reproduces the
+    shuffles it would have seen) and takes ``N // batch_size`` consecutive
+    batches from it; the remaining ``N % batch_size`` rows of that shuffle are
+    dropped, so every step sees exactly ``batch_size`` rows, each row is seen
+    at most once per epoch, and over epochs every row is seen equally often
+    on average. Each step calls the model and the guide as
+    ``(*batch, num_data=N, **kwargs)``; put the likelihood in
+    :func:`batch_plate` (``num_data``, the batch's length) so that the loss
+    is the full-data loss.
+
+    The rows of ``steps_per_chunk`` consecutive steps are gathered on the
+    host (sorted within each batch, which helps `np.memmap` files), moved to
+    the device and run there as one compiled `lax.scan`; ``prefetch`` chunks
+    are gathered and sent ahead, so the host prepares the next batches while
+    the device computes. The arrays are never copied whole to the device.
+
+    Args:
+        svi: the `numpyro.infer.SVI` to run.
+        rng_key: a JAX PRNG key, for `svi.init` and the shuffles (with
+            ``init_state`` it still drives the shuffles: pass the same key to
+            resume).
+        arrays: host arrays (NumPy arrays or `np.memmap`) with the same
+            leading length ``N``; row ``i`` of each belongs together.
+        batch_size: rows per step, ``1 <= batch_size <= N``; with a ``mesh``
+            a multiple of its number of devices.
+        num_epochs: passes over the data, ``>= 1``.
+        progress_bar: show a tqdm bar with the epoch and the loss per row.
+        init_state: an `SVIState` to resume from (``result.state``).
+        start_epoch: the epoch number to start from (``result.epochs_run``
+            when resuming), which selects the shuffles.
+        steps_per_chunk: steps per compiled chunk; default about 64k rows per
+            chunk, at most one epoch.
+        prefetch: chunks gathered and sent to the device ahead of use, >= 1.
+        average_from: if given, the step of this call (0-based) from which
+            the unconstrained parameters are averaged; the result's
+            ``averaged_params`` holds the constrained average.
+        mesh: a one-axis `jax.sharding.Mesh`: each batch is split along its
+            rows over the mesh's devices and the parameters are replicated.
+            After `jax.distributed.initialize`, a mesh over all processes'
+            devices: every process passes the same ``arrays`` (a shared
+            `np.memmap`, say) and the same key, and gathers only the rows of
+            its own devices.
+        **kwargs: further keyword arguments of the model and guide (arrays
+            among them are moved to the device once).
+
+    Returns:
+        A :class:`StreamingResult`.
+
+    Used in chapter 8 (introduced) and chapter 9.
+
+    Example:
+        >>> import numpyro.distributions as dist, optax
+        >>> from numpyro.infer import SVI, Trace_ELBO
+        >>> from numpyro.infer.autoguide import AutoNormal
+        >>> def model(y, num_data):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 10))
+        ...     with batch_plate("data", num_data, y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(loc, 1), obs=y)
+        >>> y = np.random.default_rng(0).normal(3.0, 1.0, size=10_000)
+        >>> svi = SVI(model, AutoNormal(model), optax.adam(0.05), Trace_ELBO())
+        >>> result = fit(
+        ...     svi,
+        ...     jax.random.key(0),
+        ...     (y,),
+        ...     batch_size=500,
+        ...     num_epochs=20,
+        ...     progress_bar=False,
+        ... )
+        >>> result.losses.shape, round(float(result.params["loc_auto_loc"]), 1)
+        ((400,), 3.0)
+    """
+    if not isinstance(svi, SVI):
+        raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}")
+    _check_key(rng_key)
+    arrays = _check_arrays(arrays)
+    num_data = arrays[0].shape[0]
+    _check_count("batch_size", batch_size)
+    if batch_size > num_data:
+        raise ValueError(
+            f"batch_size must be at most the number of rows N={num_data}, "
+            f"got {batch_size}"
+        )
+    _check_count("num_epochs", num_epochs)
+    _check_count("prefetch", prefetch)
+    if not _is_int(start_epoch) or start_epoch < 0:
+        raise ValueError(f"start_epoch must be an int >= 0, got {start_epoch!r}")
+    if init_state is not None and not isinstance(init_state, SVIState):
+        raise TypeError(
+            f"init_state must be an SVIState (result.state), got {init_state!r}"
+        )
+    if "num_data" in kwargs:
+        raise ValueError("num_data is passed by fit (the rows of arrays): drop it")
+    steps_per_epoch = num_data // batch_size
+    total_steps = num_epochs * steps_per_epoch
+    if steps_per_chunk is None:
+        steps_per_chunk = max(1, min(steps_per_epoch, 65_536 // batch_size))
+    _check_count("steps_per_chunk", steps_per_chunk)
+    steps_per_chunk = min(steps_per_chunk, total_steps)
+    if average_from is not None and (
+        not _is_int(average_from) or not 0 <= average_from < total_steps
+    ):
+        raise ValueError(
+            f"average_from must be an int in [0, {total_steps}) (a step of this "
+            f"call), got {average_from!r}"
+        )
+    feed = _Feed(arrays, batch_size, mesh)
+
+    key_init, key_shuffle = jax.random.split(rng_key)
+    static = {k: v for k, v in kwargs.items() if not _is_array(v)}
+    dynamic = {k: jnp.asarray(v) for k, v in kwargs.items() if _is_array(v)}
+    if mesh is not None:
+        dynamic = _replicate(dynamic, mesh)
+    batches = _batch_indices(key_shuffle, num_data, batch_size, start_epoch)
+    chunk_lengths = [steps_per_chunk] * (total_steps // steps_per_chunk)
+    if total_steps % steps_per_chunk:
+        chunk_lengths.append(total_steps % steps_per_chunk)
+
+    # Queue the first chunks before set-up, so their gathering overlaps it.
+    pending: collections.deque = collections.deque()
+    lengths = iter(chunk_lengths)
+
+    first_batch: list[np.ndarray] = []
+
+    def send_next() -> None:
+        length = next(lengths, None)
+        if length is not None:
+            indices = [next(batches) for _ in range(length)]
+            first_batch[:] = first_batch or indices[:1]
+            pending.append(feed.put(indices))
+
+    for _ in range(prefetch):
+        send_next()
+
+    start = time.perf_counter()
+    first = pending[0]
+    if init_state is None or getattr(svi, "constrain_fn", None) is None:
+        # With init_state, only to set up the SVI object's constraints.
+        # On the first batch, whole, from the host (every process has it).
+        fresh = svi.init(
+            key_init,
+            *(jnp.asarray(a[first_batch[0]]) for a in arrays),
+            num_data=num_data,
+            **static,
+            **dynamic,
+        )
+    state = fresh if init_state is None else init_state
+    if mesh is not None:
+        state = _replicate(state, mesh)
+    params = svi.optim.get_params(state.optim_state)
+    averaging = average_from is not None
+    carry = (
+        state,
+        jax.tree.map(jnp.zeros_like, params) if averaging else None,
+        jnp.zeros((), jnp.int32),
+    )
+    runner = _Runner(svi, num_data, static, averaging)
+    runner.compiled(carry, first, dynamic)
+    setup_seconds = time.perf_counter() - start
+
+    losses, step = [], 0
+    bar = tqdm(
+        total=total_steps,
+        disable=not progress_bar,
+        desc="streaming SVI",
+        unit="step",
+        mininterval=0.5,
+    )
+    start = time.perf_counter()
+    while pending:
+        chunk = pending.popleft()
+        length = chunk[0].shape[0]
+        carry, chunk_losses = runner.compiled(carry, chunk, dynamic)(
+            carry, chunk, jnp.asarray(step, jnp.int32), dynamic, _start(average_from)
+        )
+        send_next()  # the host gathers the next chunk while the device computes
+        losses.append(chunk_losses)
+        step += length
+        if progress_bar:
+            last = float(_host(chunk_losses)[-1])
+            bar.set_postfix(
+                epoch=start_epoch + (step - 1) // steps_per_epoch + 1,
+                loss_per_row=f"{last / num_data:.4g}",
+                refresh=False,
+            )
+            bar.update(length)
+    losses = np.concatenate([_host(c) for c in losses])
+    seconds = time.perf_counter() - start
+    bar.close()
+
+    state, average, _ = carry
+    return StreamingResult(
+        params=_host_tree(svi.get_params(state)),
+        state=state,
+        losses=losses,
+        epoch_losses=losses.reshape(num_epochs, steps_per_epoch).mean(axis=1),
+        averaged_params=(_host_tree(svi.constrain_fn(average)) if averaging else None),
+        num_data=num_data,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        epochs_run=start_epoch + num_epochs,
+        seconds=seconds,
+        setup_seconds=setup_seconds,
+    )
+
+
+# --------------------------------------------------------------------------
+# Private helpers.
+
+
+def _check_arrays(arrays: Any) -> tuple[np.ndarray, ...]:
+    if isinstance(arrays, np.ndarray) or not isinstance(arrays, tuple | list):
+        raise TypeError(
+            "arrays must be a tuple of host arrays (NumPy arrays or np.memmap), "
+            f"got {type(arrays).__name__}"
+        )
+    if not arrays:
+        raise ValueError("arrays must hold at least one array, got an empty tuple")
+    for i, a in enumerate(arrays):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(
+                f"arrays[{i}] must be a NumPy array or np.memmap (host memory), "
+                f"got {type(a).__name__}"
+            )
+        if a.ndim < 1:
+            raise ValueError(f"arrays[{i}] must have a leading row axis, got a scalar")
+    lengths = {a.shape[0] for a in arrays}
+    if len(lengths) != 1:
+        raise ValueError(
+            "arrays must have the same leading length (rows), got "
+            f"{[a.shape[0] for a in arrays]}"
+        )
+    if arrays[0].shape[0] < 1:
+        raise ValueError("arrays must have at least one row")
+    return tuple(arrays)
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, np.ndarray | jax.Array)
+
+
+def _start(average_from: int | None) -> jax.Array:
+    return jnp.asarray(-1 if average_from is None else average_from, jnp.int32)
+
+
+def _batch_indices(
+    rng_key: jax.Array, num_data: int, batch_size: int, start_epoch: int
+) -> Iterator[np.ndarray]:
+    """Row indices of every step, epoch after epoch: a permutation per epoch
+    (NumPy's PCG64 seeded from ``fold_in(rng_key, epoch)``), cut into
+    ``num_data // batch_size`` batches, each sorted; the rest dropped."""
+    epoch = start_epoch
+    steps = num_data // batch_size
+    while True:
+        seed = np.asarray(jax.random.key_data(jax.random.fold_in(rng_key, epoch)))
+        order = np.random.default_rng(seed.astype(np.uint64)).permutation(num_data)
+        for s in range(steps):
+            yield np.sort(order[s * batch_size : (s + 1) * batch_size])
+        epoch += 1
+
+
+class _Feed:
+    """Gathers the rows of a chunk of batches on the host and puts them on
+    the device(s): one array of shape (steps, batch_size, ...) per input
+    array, split along the batch axis over a mesh if one is given (each
+    process gathering only its own devices' rows)."""
+
+    def __init__(
+        self, arrays: tuple[np.ndarray, ...], batch_size: int, mesh: Mesh | None
+    ) -> None:
+        self.arrays, self.batch_size, self.mesh = arrays, batch_size, mesh
+        self.rows = slice(0, batch_size)
+        if mesh is None:
+            return
+        if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+            raise TypeError(f"mesh must be a one-axis jax.sharding.Mesh, got {mesh!r}")
+        if batch_size % mesh.size:
+            raise ValueError(
+                f"batch_size must be a multiple of the mesh's {mesh.size} devices, "
+                f"got {batch_size}"
+            )
+        axis = mesh.axis_names[0]
+        self.shardings = [
+            NamedSharding(mesh, PartitionSpec(None, axis, *[None] * (a.ndim - 1)))
+            for a in arrays
+        ]
+        # The rows of each batch that this process's devices hold.
+        index_map = self.shardings[0].addressable_devices_indices_map(
+            (1, batch_size, *arrays[0].shape[1:])
+        )
+        starts = [idx[1].start or 0 for idx in index_map.values()]
+        stops = [
+            batch_size if idx[1].stop is None else idx[1].stop
+            for idx in index_map.values()
+        ]
+        self.rows = slice(min(starts), max(stops))
+        if max(stops) - min(starts) != sum(
+            b - a for a, b in zip(starts, stops, strict=True)
+        ):
+            raise ValueError(
+                "this process's devices must hold contiguous rows of a batch"
+            )
+
+    def put(self, batches: list[np.ndarray]) -> tuple[jax.Array, ...]:
+        idx = np.stack(batches)[:, self.rows]
+        local = [a[idx.ravel()].reshape(*idx.shape, *a.shape[1:]) for a in self.arrays]
+        if self.mesh is None:
+            return tuple(jax.device_put(x) for x in local)
+        if jax.process_count() == 1:
+            return tuple(
+                jax.device_put(x, s) for x, s in zip(local, self.shardings, strict=True)
+            )
+        return tuple(
+            jax.make_array_from_process_local_data(
+                s, x, (x.shape[0], self.batch_size, *x.shape[2:])
+            )
+            for x, s in zip(local, self.shardings, strict=True)
+        )
+
+
+_CACHE: weakref.WeakKeyDictionary[SVI, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+class _Runner:
+    """Compiled chunks of SVI steps for one SVI object: a ``lax.scan`` over
+    the batches of a chunk, carrying the state and, with averaging, the
+    running mean of the unconstrained parameters from step ``average_from``
+    on. Compiled ahead of time once per chunk length, shapes and shardings,
+    and kept with the SVI object, so later fits reuse them."""
+
+    def __init__(
+        self, svi: SVI, num_data: int, static: dict[str, Any], averaging: bool
+    ) -> None:
+        try:
+            static_key = tuple(sorted(static.items()))
+            hash(static_key)
+        except TypeError:  # unhashable static arguments: compile afresh
+            static_key = object()
+        self.key = (num_data, static_key, averaging)
+        self.cache = _CACHE.setdefault(svi, {})
+
+        def run_chunk(carry, chunk, first_step, dynamic, average_from):
+            def body(carry, xs):
+                state, average, count = carry
+                step, batch = xs
+                state, loss = svi.update(
+                    state, *batch, num_data=num_data, **static, **dynamic
+                )
+                if averaging:
+                    params = svi.optim.get_params(state.optim_state)
+                    use = step >= average_from
+                    count = count + use.astype(count.dtype)
+                    weight = jnp.where(use, 1.0 / jnp.maximum(count, 1), 0.0)
+                    average = jax.tree.map(
+                        lambda m, p: m + weight.astype(m.dtype) * (p - m),
+                        average,
+                        params,
+                    )
+                return (state, average, count), loss
+
+            steps = first_step + jnp.arange(chunk[0].shape[0], dtype=jnp.int32)
+            return lax.scan(body, carry, (steps, chunk))
+
+        self.jitted = jax.jit(run_chunk)
+
+    def compiled(self, carry: Any, chunk: tuple, dynamic: dict[str, Any]) -> Any:
+        leaves = jax.tree.leaves((carry, chunk, dynamic))
+        signature = (
+            self.key,
+            jax.tree.structure((carry, chunk, dynamic)),
+            tuple(
+                (x.shape, str(x.dtype), getattr(x, "sharding", None)) for x in leaves
+            ),
+        )
+        if signature not in self.cache:
+            scalar = jnp.zeros((), jnp.int32)
+            self.cache[signature] = self.jitted.lower(
+                carry, chunk, scalar, dynamic, scalar
+            ).compile()
+        return self.cache[signature]
+
+
+def _replicate(tree: Any, mesh: Mesh) -> Any:
+    """Place every leaf of ``tree`` on all devices of ``mesh``, also across
+    processes (where every process holds the same values)."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x: Any) -> jax.Array:
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(x)
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=impl)
+        x = _host(x)
+        return jax.make_array_from_process_local_data(sharding, x, x.shape)
+
+    return jax.tree.map(put, tree)
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    """A (replicated) device array as a NumPy array, also when it spans
+    several processes."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        x = x.addressable_data(0)
+    return np.asarray(x)
+
+
+def _host_tree(tree: Any) -> Any:
+    return jax.tree.map(_host, tree)
