@@ -5,20 +5,20 @@ names the chapter that introduces it. One concept per module:
 
 - :mod:`companion.theory` — closed forms for the conjugate Gaussian model:
   posterior, evidence, ELBO, KL (chapters 1 and 2).
-- :mod:`companion.data` — two moons, splits and grids (chapters 4-8).
+- :mod:`companion.data` — two moons, splits and grids (chapters 4-9).
 - :mod:`companion.bnn` — the Flax nnx MLP, its NumPyro model and priors,
-  a layer-wise guide (chapters 4-8).
-- :mod:`companion.predictive` — batched posterior predictive (chapters 6, 8).
+  a layer-wise guide (chapters 4-9).
+- :mod:`companion.predictive` — batched posterior predictive (chapters 6, 9).
 - :mod:`companion.metrics` — AUC over posterior draws, Brier score,
   calibration (chapter 6).
 - :mod:`companion.training` — a fast SVI training loop with validation,
-  early stopping and a progress bar (chapters 3, 5, 8).
+  early stopping and a progress bar (chapters 3, 5, 9).
 - :mod:`companion.gamma` — the talk's toy example, recovering the
   concentration of a Gamma distribution (chapters 3, 7).
 - :mod:`companion.mcmc` — NUTS runs returned as ArviZ ``InferenceData``,
-  and timings that keep compilation apart (chapters 3, 7, 8).
+  and timings that keep compilation apart (chapters 3, 7, 9).
 - :mod:`companion.scaling` — mini-batch models, data-parallel SVI over
-  several devices, and a comparison of guides (chapters 7, 8).
+  several devices, and a comparison of guides (chapters 7, 9).
 - :mod:`companion.streaming` — SVI on data that stay on the host, streamed
   to one device, a mesh of devices or several processes (chapters 8, 9).
 - :mod:`companion.hierarchical` — a hierarchical regression with an exact

@@ -42,7 +42,7 @@ class DataSplit(NamedTuple):
 
 class Grid(NamedTuple):
     """A rectangular grid over the plane (see :func:`make_grid`). Used in
-    chapters 4, 6, 7 and 8.
+    chapters 4, 6, 7 and 9.
 
     Attributes:
         points: the grid points, one per row, ready to feed a model.

@@ -14,7 +14,7 @@ key, so draw ``i`` sees the same key whatever the batch size.
 :func:`posterior_predictive` first draws all parameter samples from the guide
 with one key, then runs the model on them with another.
 
-Used in chapter 6 (introduced) and chapter 8 (scaling).
+Used in chapter 6 (introduced) and chapter 9 (scaling).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def predict(
         A dict of arrays with leading axis ``num_draws``; the same numbers
         whatever ``batch_size``.
 
-    Used in chapters 6 and 8.
+    Used in chapters 6 and 9.
     """
     _check_key(rng_key)
     if not isinstance(posterior_samples, dict) or not posterior_samples:
@@ -167,7 +167,7 @@ def posterior_predictive(
     The result does not depend on ``batch_size`` (up to float rounding):
     ``batch_size`` only bounds the memory the model's intermediate values take.
 
-    Used in chapters 6 and 8.
+    Used in chapters 6 and 9.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist

@@ -17,7 +17,7 @@
 - :func:`compare_guides` fits several guides to one model and tabulates cost
   and predictive quality.
 
-Used in chapter 7 (mini-batch SVI) and chapter 8 (scaling in production).
+Used in chapter 7 (mini-batch SVI) and chapter 9 (scaling in production).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def subsample_plate(
     ``numpyro.subsample(x, event_dim=...)`` inside the plate. The model must
     run under a seed handler (SVI and `Predictive` provide one).
 
-    Used in chapters 7 and 8.
+    Used in chapters 7 and 9.
 
     Example:
         >>> import numpyro.distributions as dist
@@ -151,7 +151,7 @@ def build_minibatch_model(
     ``subsample_size`` exceeds the number of rows of ``x``, or when ``x`` or
     ``y`` have the wrong shape.
 
-    Used in chapter 8.
+    Used in chapter 9.
 
     Example:
         >>> from flax import nnx
@@ -215,7 +215,7 @@ def loss_estimates(
     full-batch expected loss: the ``n / subsample_size`` scaling makes the
     mini-batch log-likelihood unbiased.
 
-    Used in chapter 8.
+    Used in chapter 9.
     """
     _check_key(rng_key)
     _check_count("num_estimates", num_estimates)
@@ -268,7 +268,7 @@ def make_mesh(
     computation from the shardings of the inputs, so code written for one
     device runs unchanged.
 
-    Used in chapter 8.
+    Used in chapter 9.
 
     Example:
         >>> make_mesh().shape["batch"] == len(jax.devices())
@@ -292,7 +292,7 @@ def shard_data(*arrays: Array, mesh: Mesh) -> tuple[Array, ...]:
     Raises ``ValueError`` when the number of devices does not divide the
     number of rows, or when the arrays differ in their number of rows.
 
-    Used in chapter 8.
+    Used in chapter 9.
 
     Example:
         >>> (x,) = shard_data(jnp.zeros((8, 2)), mesh=make_mesh())
@@ -325,7 +325,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     (`NamedSharding` with an empty ``PartitionSpec``): how parameters and the
     optimiser state live in data-parallel training.
 
-    Used in chapter 8.
+    Used in chapter 9.
     """
     _check_mesh(mesh)
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
@@ -356,7 +356,7 @@ def data_parallel_fit(
     not divide the number of rows. ``fit_kwargs`` go to
     :func:`companion.training.fit` (``progress_bar``, ``chunk_size``, ...).
 
-    Used in chapter 8.
+    Used in chapter 9.
     """
     if not isinstance(svi, SVI):
         raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}")
@@ -412,7 +412,7 @@ def compare_guides(
     whose Hessian is not positive definite, where NumPyro falls back to the
     point itself) gets a ``RuntimeWarning``.
 
-    Used in chapter 8.
+    Used in chapter 9.
     """
     _check_key(rng_key)
     if not isinstance(guides, Mapping) or not guides:
