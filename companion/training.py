@@ -6,10 +6,15 @@ stopping and a progress bar.
 scan at every call. :func:`fit` runs the steps in compiled chunks, a
 `lax.scan` under `jax.jit` that is compiled once per SVI object, chunk length
 and argument shapes and reused across calls, and talks to the host only between
-chunks: to update the progress bar, evaluate the validation loss, decide on
+chunks: to update the progress bar, read the validation loss, decide on
 early stopping and check that the loss is finite.
 
-Loss means negative ELBO, to minimise, as in NumPyro.
+Loss means negative ELBO, to minimise, as in NumPyro. The validation loss is,
+by default, the same one-draw negative ELBO on the validation data
+(`svi.evaluate`); ``val_loss="neg_lpd"`` replaces it with the negative log
+predictive density of the validation data under the guide,
+:func:`log_predictive_density` with ``num_lpd_samples`` draws, computed inside
+the same compiled chunk.
 
 Introduced in chapter 5 (BNN inference); used in chapters 3, 7 and 8.
 """
@@ -26,9 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Float
+from jaxtyping import Array, Float
+from numpyro import handlers
 from numpyro.infer import SVI
 from numpyro.infer.svi import SVIState
+from numpyro.infer.util import log_likelihood
 from tqdm import tqdm
 
 from companion._checks import check_key as _check_key
@@ -39,12 +46,20 @@ __all__ = [
     "FitResult",
     "NonFiniteLossWarning",
     "StopRule",
+    "ValLoss",
     "default_chunk_size",
     "fit",
+    "log_predictive_density",
 ]
 
 StopRule = Literal["no_improvement", "val_above_train"]
 _STOP_RULES = ("no_improvement", "val_above_train")
+ValLoss = Literal["neg_elbo", "neg_lpd"]
+_VAL_LOSSES = ("neg_elbo", "neg_lpd")
+# fit's draws for the log predictive density use the key
+# jax.random.fold_in(<the SVI state's key at the start of the call>, _LPD_STREAM):
+# a stream of their own, so they never touch the training steps' keys.
+_LPD_STREAM = 0x4C5044  # "LPD"
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -63,7 +78,11 @@ class FitResult(NamedTuple):
             ``init_state`` to resume).
         losses: the training loss (negative ELBO) of every step run.
         val_losses: the validation loss after each chunk (``None`` without
-            validation data), as `svi.evaluate` returns it (not normalised).
+            validation data), summed over the validation data (not
+            normalised), of the kind ``val_loss_kind`` names: the one-draw
+            negative ELBO of `svi.evaluate` (``"neg_elbo"``) or the negative
+            log predictive density (``"neg_lpd"``). Early stopping and
+            ``params`` follow this signal.
         num_steps_run: how many steps ran.
         stopped_early: whether the run ended before ``num_steps``.
         stop_reason: ``"completed"``, ``"early_stopping"`` or
@@ -73,6 +92,8 @@ class FitResult(NamedTuple):
         best_step: the step whose parameters ``params`` holds.
         train_size: the number of training observations used to normalise.
         val_size: the number of validation observations used to normalise.
+        val_loss_kind: ``"neg_elbo"`` or ``"neg_lpd"``, what ``val_losses``
+            holds (``None`` without validation data).
     """
 
     params: dict[str, Any]
@@ -86,6 +107,7 @@ class FitResult(NamedTuple):
     best_step: int
     train_size: int
     val_size: int | None
+    val_loss_kind: str | None = None
 
 
 class EarlyStopping:
@@ -167,6 +189,106 @@ def default_chunk_size(num_steps: int, num_chunks: int = 20) -> int:
     return ideal
 
 
+def log_predictive_density(
+    rng_key: jax.Array,
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    params: dict[str, Any],
+    *args: Any,
+    num_samples: int = 100,
+    **kwargs: Any,
+) -> Float[Array, ""]:
+    """The log predictive density of data under the guide, the held-out score
+    of chapter 5's early stopping:
+
+        lpd = Σ_i log (1/S Σ_s p(y_i | θ_s)),   θ_s ~ q_φ,  s = 1..S,
+
+    with ``S = num_samples`` draws from ``guide`` at ``params``, and
+    ``p(y_i | θ_s)`` the likelihood of observation ``i`` at the model's
+    observed sites (`numpyro.infer.util.log_likelihood`). Each element of an
+    observed site's log-probability is one observation (ArviZ's pointwise
+    convention); sites and elements are summed after the average over draws.
+    The log-probabilities are not scaled (a ``scale`` handler or subsampling
+    in the model is ignored). For a finite ``S`` this estimates the lpd with
+    a downward bias (Jensen) that shrinks as ``S`` grows; higher is better,
+    and :func:`fit` minimises its negative (``val_loss="neg_lpd"``).
+
+    Pure JAX, so it can be jitted and vmapped (over ``rng_key``, say).
+
+    Args:
+        rng_key: a JAX PRNG key, split into one key per draw.
+        model: the NumPyro model, with its observations among ``args`` or
+            ``kwargs``.
+        guide: the guide; every latent site of the model must be one of its
+            sample sites.
+        params: the guide's constrained parameters (``svi.get_params(state)``
+            or ``result.params``).
+        *args: positional arguments of model and guide (the held-out data).
+        num_samples: the number of draws ``S``.
+        **kwargs: keyword arguments of model and guide.
+
+    Returns:
+        The lpd, a scalar, summed over observations (divide by their number
+        for a per-observation value).
+
+    Used in chapter 5.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist
+        >>> def model(y):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 10))
+        ...     with numpyro.plate("data", y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(loc, 1), obs=y)
+        >>> def guide(y):
+        ...     numpyro.sample("loc", dist.Normal(numpyro.param("m", 0.0), 1e-3))
+        >>> lpd = log_predictive_density(
+        ...     jax.random.key(0), model, guide, {"m": 0.0}, jnp.zeros(4)
+        ... )
+        >>> round(float(lpd), 3)  # 4 log N(0 | 0, 1)
+        -3.676
+    """
+    _check_key(rng_key)
+    if not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    if not callable(guide):
+        raise TypeError(f"guide must be callable, got {type(guide).__name__}")
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict, got {type(params).__name__}")
+    if not _is_int(num_samples) or num_samples < 1:
+        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    return _log_predictive_density(
+        rng_key, model, guide, params, num_samples, args, kwargs
+    )
+
+
+def _log_predictive_density(
+    rng_key: jax.Array,
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    params: dict[str, Any],
+    num_samples: int,
+    args: tuple,
+    kwargs: dict[str, Any],
+) -> jax.Array:
+    def draw(key):  # one θ_s ~ q_φ: the guide's latent sample sites
+        seeded = handlers.seed(handlers.substitute(guide, data=params), key)
+        guide_trace = handlers.trace(seeded).get_trace(*args, **kwargs)
+        return {
+            name: site["value"]
+            for name, site in guide_trace.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
+
+    draws = jax.vmap(draw)(jax.random.split(rng_key, num_samples))
+    pointwise = log_likelihood(model, draws, *args, parallel=True, **kwargs)
+    if not pointwise:
+        raise ValueError("model has no observed sites: nothing to score")
+    log_s = jnp.log(num_samples)
+    return sum(
+        jnp.sum(jax.nn.logsumexp(value, axis=0) - log_s) for value in pointwise.values()
+    )
+
+
 def fit(
     svi: SVI,
     rng_key: jax.Array,
@@ -174,6 +296,8 @@ def fit(
     *args: Any,
     val_args: tuple | None = None,
     val_kwargs: dict[str, Any] | None = None,
+    val_loss: ValLoss = "neg_elbo",
+    num_lpd_samples: int = 100,
     patience: int | None = None,
     stop_rule: StopRule = "no_improvement",
     min_delta: float = 0.0,
@@ -196,16 +320,32 @@ def fit(
         *args: positional arguments of the model and guide (the training data).
         val_args: positional arguments for the validation loss, in the same
             places and with the same trailing shapes as ``args``; turns on
-            validation (`svi.evaluate` after every chunk).
+            validation (a validation loss after every chunk).
         val_kwargs: keyword arguments that replace those in ``kwargs`` for the
             validation loss (for models that take their data by keyword);
             turns on validation too.
+        val_loss: the validation loss, the signal that early stopping and the
+            choice of ``params`` follow. ``"neg_elbo"`` (the default, as
+            before): `svi.evaluate`, the negative ELBO on the validation data
+            with the loss's own number of particles (one for
+            ``Trace_ELBO()``), which counts the KL term of the whole guide
+            once and is as noisy as a training step. ``"neg_lpd"``: the
+            negative log predictive density of the validation data,
+            ``-log_predictive_density`` with ``num_lpd_samples`` draws, which
+            scores predictions only. Both are computed inside the compiled
+            chunk. The lpd draws use one key for every evaluation of a call
+            (common random numbers, so that evaluations differ by the change
+            in the parameters rather than by new draws), folded out of the
+            SVI state's key at the start of the call: the training steps and
+            their results are the same whichever signal is chosen.
+        num_lpd_samples: draws per evaluation for ``val_loss="neg_lpd"``.
         patience: stop after this many evaluations that fail the
             ``stop_rule``; needs validation data. ``None`` never stops early.
         stop_rule: ``"no_improvement"`` (validation loss has not improved on
             its best by more than ``min_delta``) or ``"val_above_train"``
-            (the talk's rule: per-observation validation loss above the
-            per-observation training loss); see :class:`EarlyStopping`.
+            (the talk's rule: per-observation validation loss, whichever
+            ``val_loss``, above the per-observation training loss, a negative
+            ELBO); see :class:`EarlyStopping`.
         min_delta: the least decrease that counts as an improvement.
         chunk_size: steps per compiled chunk; the progress bar, the
             validation loss and early stopping update once per chunk.
@@ -261,6 +401,16 @@ def fit(
     validate = val_args is not None or val_kwargs is not None
     if patience is not None and not validate:
         raise ValueError("patience needs validation data: pass val_args or val_kwargs")
+    if val_loss not in _VAL_LOSSES:
+        raise ValueError(f"val_loss must be one of {_VAL_LOSSES}, got {val_loss!r}")
+    if val_loss == "neg_lpd" and not validate:
+        raise ValueError(
+            "val_loss='neg_lpd' needs validation data: pass val_args or val_kwargs"
+        )
+    if not _is_int(num_lpd_samples) or num_lpd_samples < 1:
+        raise ValueError(
+            f"num_lpd_samples must be an int >= 1, got {num_lpd_samples!r}"
+        )
     stopper = EarlyStopping(patience, stop_rule, min_delta)
     if chunk_size is None:
         chunk_size = default_chunk_size(num_steps)
@@ -283,6 +433,10 @@ def fit(
         state = svi.init(rng_key, *args, init_params=init_params, **kwargs)
     else:
         state = init_state
+    lpd_key = None
+    if val is not None and val_loss == "neg_lpd":
+        lpd_key = jax.random.fold_in(state.rng_key, _LPD_STREAM)
+    lpd_samples = num_lpd_samples if lpd_key is not None else None
 
     losses: list[np.ndarray] = []
     val_losses: list[float] = []
@@ -298,10 +452,12 @@ def fit(
     with tqdm(total=num_steps, disable=not progress_bar, leave=True) as bar:
         while steps_run < num_steps:
             length = min(chunk_size, num_steps - steps_run)
-            run_chunk = _chunk_runner(svi, length, stable_update, train, val)
+            run_chunk = _chunk_runner(
+                svi, length, stable_update, train, val, lpd_samples
+            )
             checkpoints = [*checkpoints[-1:], (steps_run, state)]
-            state, chunk_losses, val_loss, chunk_params = run_chunk(
-                state, train.dynamic, None if val is None else val.dynamic
+            state, chunk_losses, chunk_val, chunk_params = run_chunk(
+                state, train.dynamic, None if val is None else val.dynamic, lpd_key
             )
             chunk_losses = np.asarray(jax.device_get(chunk_losses))
             finite = np.isfinite(chunk_losses)
@@ -326,10 +482,10 @@ def fit(
             postfix = f"train {train_norm:.4f}"
             stop = False
             if val is not None:
-                val_loss = float(val_loss)
-                val_losses.append(val_loss)
+                chunk_val = float(chunk_val)
+                val_losses.append(chunk_val)
                 val_steps.append(steps_run)
-                val_norm = val_loss / val_size
+                val_norm = chunk_val / val_size
                 stop = stopper.update(train_norm, val_norm)
                 if stopper.is_best:
                     params, best_step = chunk_params, steps_run
@@ -354,6 +510,7 @@ def fit(
         best_step=best_step,
         train_size=train_size,
         val_size=val_size,
+        val_loss_kind=val_loss if val is not None else None,
     )
 
 
@@ -402,13 +559,24 @@ def _chunk_runner(
     stable_update: bool,
     train: _Arguments,
     val: _Arguments | None,
+    lpd_samples: int | None,
 ) -> Callable:
-    key = ("chunk", length, stable_update, train.key, None if val is None else val.key)
+    """The compiled chunk: ``length`` steps, then the validation loss, the
+    negative ELBO (``lpd_samples`` is ``None``) or the negative lpd with
+    ``lpd_samples`` draws."""
+    key = (
+        "chunk",
+        length,
+        stable_update,
+        train.key,
+        None if val is None else val.key,
+        lpd_samples,
+    )
     cache = _CACHE.setdefault(svi, {})
     if key not in cache:
         update = svi.stable_update if stable_update else svi.update
 
-        def run_chunk(state, train_dynamic, val_dynamic):
+        def run_chunk(state, train_dynamic, val_dynamic, lpd_key):
             args, kwargs = train.merge(train_dynamic)
 
             def body(state, _):
@@ -418,8 +586,14 @@ def _chunk_runner(
             if val is None:
                 return state, losses, None, None
             vargs, vkwargs = val.merge(val_dynamic)
-            val_loss = svi.evaluate(state, *vargs, **vkwargs)
-            return state, losses, val_loss, svi.get_params(state)
+            params = svi.get_params(state)
+            if lpd_samples is None:
+                val_loss = svi.evaluate(state, *vargs, **vkwargs)
+            else:
+                val_loss = -_log_predictive_density(
+                    lpd_key, svi.model, svi.guide, params, lpd_samples, vargs, vkwargs
+                )
+            return state, losses, val_loss, params
 
         cache[key] = jax.jit(run_chunk)
     return cache[key]

@@ -7,11 +7,18 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 import pytest
-from numpyro.infer import SVI, Trace_ELBO
+from jax.scipy.stats import norm
+from numpyro.infer import SVI, Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
+from numpyro.infer.util import log_likelihood
 
 from companion import training
-from companion.training import EarlyStopping, NonFiniteLossWarning, fit
+from companion.training import (
+    EarlyStopping,
+    NonFiniteLossWarning,
+    fit,
+    log_predictive_density,
+)
 
 
 def model(y):
@@ -259,6 +266,305 @@ def test_keyword_data(y_train):
     assert result.val_losses.shape == (2,) and result.val_size == 5
 
 
+# --------------------------------------------------------------------------
+# The log predictive density and fit(val_loss="neg_lpd").
+
+
+def conjugate_model(y):
+    loc = numpyro.sample("loc", dist.Normal(0.0, 10.0))
+    with numpyro.plate("data", y.shape[0]):
+        numpyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+
+
+def conjugate_guide(y):
+    m = numpyro.param("m", 0.0)
+    s = numpyro.param("s", 1.0, constraint=dist.constraints.positive)
+    numpyro.sample("loc", dist.Normal(m, s))
+
+
+def two_site_model(y):
+    """Two observed sites of different shapes, and a latent of shape (2,)."""
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    with numpyro.plate("data", y.shape[0]):
+        numpyro.sample("y", dist.Normal(w[0], 1.0), obs=y)
+        numpyro.sample("z", dist.Bernoulli(logits=w[1]), obs=(y > 0).astype(float))
+    numpyro.sample("total", dist.Normal(w.sum(), 2.0), obs=y.sum())
+
+
+def two_site_guide(y):
+    m = numpyro.param("m", jnp.array([0.3, -0.2]))
+    numpyro.sample("w", dist.Normal(m, 0.4).to_event(1))
+
+
+def test_lpd_matches_the_closed_form_of_the_conjugate_model():
+    # q = N(m, s²) and y_i | loc ~ N(loc, 1): p(y_i | q) = N(y_i | m, 1 + s²).
+    y = jnp.array([-1.0, 0.2, 0.5, 2.0, 3.5])
+    params = {"m": 0.7, "s": 0.8}
+    exact = norm.logpdf(y, 0.7, jnp.sqrt(1.0 + 0.8**2)).sum()
+    lpd = log_predictive_density(
+        jax.random.key(0),
+        conjugate_model,
+        conjugate_guide,
+        params,
+        y,
+        num_samples=20_000,
+    )
+    np.testing.assert_allclose(lpd, exact, atol=0.03)
+    # With an almost deterministic guide every draw gives the same density.
+    point = log_predictive_density(
+        jax.random.key(1),
+        conjugate_model,
+        conjugate_guide,
+        {"m": 0.7, "s": 1e-6},
+        y,
+        num_samples=3,
+    )
+    np.testing.assert_allclose(point, norm.logpdf(y, 0.7, 1.0).sum(), rtol=1e-5)
+
+
+def lpd_by_predictive(rng_key, model, guide, params, args, num_samples):
+    """The definition, from NumPyro's Predictive and log_likelihood."""
+    predictive = Predictive(
+        guide, params=params, num_samples=num_samples, parallel=True
+    )
+    draws = predictive(rng_key, *args)
+    pointwise = log_likelihood(model, draws, *args, parallel=True)
+    return sum(
+        float(jnp.sum(jax.nn.logsumexp(v, axis=0) - jnp.log(num_samples)))
+        for v in pointwise.values()
+    )
+
+
+def test_lpd_equals_predictive_and_log_likelihood_with_the_same_keys():
+    y = 1.0 + jax.random.normal(jax.random.key(3), (7,))
+    params = {"m": jnp.array([0.3, -0.2])}
+    lpd = log_predictive_density(
+        jax.random.key(4), two_site_model, two_site_guide, params, y, num_samples=50
+    )
+    expected = lpd_by_predictive(
+        jax.random.key(4), two_site_model, two_site_guide, params, (y,), 50
+    )
+    np.testing.assert_allclose(lpd, expected, rtol=1e-5)
+    # Every element of every observed site is one observation: the joint
+    # density of each observation's three sites would give another number.
+    draws = Predictive(two_site_guide, params=params, num_samples=50)(
+        jax.random.key(4), y
+    )
+    per_site = log_likelihood(two_site_model, draws, y)
+    assert set(per_site) == {"y", "z", "total"}
+    joint = jax.nn.logsumexp(per_site["y"] + per_site["z"], axis=0) - jnp.log(50)
+    assert abs(float(joint.sum() + jnp.sum(per_site["total"])) - float(lpd)) > 1e-3
+
+
+def test_lpd_is_jit_and_vmap_safe():
+    y = jnp.linspace(-1.0, 2.0, 6)
+    params = {"m": 0.4, "s": 0.5}
+
+    def lpd(key):
+        return log_predictive_density(
+            key, conjugate_model, conjugate_guide, params, y, num_samples=10
+        )
+
+    keys = jax.random.split(jax.random.key(5), 4)
+    batched = jax.jit(jax.vmap(lpd))(keys)
+    assert batched.shape == (4,)
+    one_at_a_time = jax.jit(lpd)
+    np.testing.assert_allclose(batched, [one_at_a_time(k) for k in keys], rtol=1e-5)
+    assert len(set(np.asarray(batched).tolist())) == 4  # each key its own draws
+
+
+def lpd_key(svi, rng_key, *args):
+    """The key fit(val_loss="neg_lpd") draws with, as its docstring says."""
+    state = svi.init(rng_key, *args)
+    return jax.random.fold_in(state.rng_key, training._LPD_STREAM)
+
+
+def test_neg_lpd_validation_losses_match_a_direct_computation(y_train):
+    svi = make_svi()
+    y_val = y_train[:10] + 0.3
+    result = fit(
+        svi,
+        jax.random.key(3),
+        60,
+        y_train,
+        val_args=(y_val,),
+        val_loss="neg_lpd",
+        num_lpd_samples=30,
+        progress_bar=False,
+        chunk_size=30,
+    )
+    assert result.val_loss_kind == "neg_lpd"
+    np.testing.assert_array_equal(result.val_steps, [30, 60])
+    key = lpd_key(svi, jax.random.key(3), y_train)
+    state = svi.init(jax.random.key(3), y_train)
+    for k in range(2):
+        state = svi.run(None, 30, y_train, progress_bar=False, init_state=state).state
+        params = svi.get_params(state)
+        expected = -lpd_by_predictive(key, model, svi.guide, params, (y_val,), 30)
+        np.testing.assert_allclose(result.val_losses[k], expected, rtol=1e-5)
+    # and params holds the parameters of the best of the two evaluations
+    assert result.best_step == 30 * (1 + int(np.argmin(result.val_losses)))
+
+
+def test_early_stopping_on_neg_lpd_restores_the_best_parameters(y_train):
+    # As for the ELBO: validation data far from the training data make the
+    # predictions worse as the fit moves towards the training data.
+    svi = make_svi()
+    result = fit(
+        svi,
+        jax.random.key(4),
+        1_000,
+        y_train,
+        val_args=(jnp.full(10, -30.0),),
+        val_loss="neg_lpd",
+        num_lpd_samples=20,
+        patience=3,
+        progress_bar=False,
+        chunk_size=20,
+    )
+    assert result.stopped_early and result.stop_reason == "early_stopping"
+    assert result.num_steps_run == 20 * 4 and result.best_step == 20
+    assert np.argmin(result.val_losses) == 0
+    expected = svi.run(jax.random.key(4), 20, y_train, progress_bar=False)
+    assert_trees_close(result.params, expected.params)
+
+
+def test_neg_lpd_stops_on_a_plateau_the_one_draw_elbo_hides_in_noise():
+    # The conjugate model fitted to 200 points: both signals level off once
+    # q has converged, but the one-draw ELBO keeps jumping around and sets new
+    # "bests" by chance, so it needs more patience to stop.
+    y = 2.0 + jax.random.normal(jax.random.key(11), (200,))
+    y_val = 2.0 + jax.random.normal(jax.random.key(12), (50,))
+    svi = SVI(conjugate_model, conjugate_guide, optax.adam(0.05), Trace_ELBO())
+    runs = {
+        kind: fit(
+            svi,
+            jax.random.key(13),
+            3_000,
+            y,
+            val_args=(y_val,),
+            val_loss=kind,
+            patience=None,
+            progress_bar=False,
+            chunk_size=50,
+        )
+        for kind in ("neg_elbo", "neg_lpd")
+    }
+    late = slice(30, None)  # converged: after 1,500 steps
+    spread = {k: np.std(r.val_losses[late]) for k, r in runs.items()}
+    assert spread["neg_lpd"] < 0.2 * spread["neg_elbo"]
+    exact = -norm.logpdf(
+        y_val,
+        runs["neg_lpd"].params["m"],
+        jnp.sqrt(1.0 + runs["neg_lpd"].params["s"] ** 2),
+    ).sum()
+    # 100 draws: the estimate is biased low (Jensen), by well under 1%.
+    np.testing.assert_allclose(runs["neg_lpd"].val_losses[-1], exact, rtol=1e-2)
+
+
+def test_neg_lpd_compiles_once_and_leaves_the_training_alone(y_train):
+    svi = make_svi()
+    kwargs = {"progress_bar": False, "chunk_size": 25}
+    val_args = (y_train[:10],)
+    lpd = fit(
+        svi,
+        jax.random.key(9),
+        100,
+        y_train,
+        val_args=val_args,
+        val_loss="neg_lpd",
+        **kwargs,
+    )
+    cache = dict(training._CACHE[svi])
+    (runner,) = cache.values()
+    # New keys and data values, same shapes: the same compiled chunk, no retrace.
+    fit(
+        svi,
+        jax.random.key(1),
+        50,
+        y_train + 1.0,
+        val_args=(y_train[10:20],),
+        val_loss="neg_lpd",
+        **kwargs,
+    )
+    assert dict(training._CACHE[svi]).keys() == cache.keys()
+    assert runner._cache_size() == 1
+    # Same key: the same draws, so the same validation losses.
+    again = fit(
+        svi,
+        jax.random.key(9),
+        100,
+        y_train,
+        val_args=val_args,
+        val_loss="neg_lpd",
+        **kwargs,
+    )
+    np.testing.assert_array_equal(again.val_losses, lpd.val_losses)
+    # The training is the same whichever signal, or none, is recorded: the
+    # lpd draws come from a key stream of their own.
+    elbo = fit(svi, jax.random.key(9), 100, y_train, val_args=val_args, **kwargs)
+    plain = fit(svi, jax.random.key(9), 100, y_train, **kwargs)
+    for run in (lpd, elbo):
+        np.testing.assert_array_equal(run.losses, plain.losses)
+        assert_trees_close(run.state.optim_state, plain.state.optim_state, 0, 0)
+    assert (lpd.val_loss_kind, elbo.val_loss_kind, plain.val_loss_kind) == (
+        "neg_lpd",
+        "neg_elbo",
+        None,
+    )
+    # Different signals: the ELBO's holds the KL term, the lpd's does not.
+    assert np.all(elbo.val_losses > lpd.val_losses)
+    assert len(training._CACHE[svi]) == 3  # one chunk per signal, and none
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rng_key": 0}, "rng_key"),
+        ({"model": "m"}, "model must be callable"),
+        ({"guide": None}, "guide must be callable"),
+        ({"params": [0.0]}, "params must be a dict"),
+    ],
+)
+def test_lpd_bad_types_are_rejected(kwargs, match):
+    call = {
+        "rng_key": jax.random.key(0),
+        "model": conjugate_model,
+        "guide": conjugate_guide,
+        "params": {"m": 0.0, "s": 1.0},
+    }
+    call.update(kwargs)
+    with pytest.raises(TypeError, match=match):
+        log_predictive_density(*call.values(), jnp.zeros(3))
+
+
+@pytest.mark.parametrize("num_samples", [0, 2.0, True])
+def test_lpd_bad_num_samples_is_rejected(num_samples):
+    with pytest.raises(ValueError, match="num_samples"):
+        log_predictive_density(
+            jax.random.key(0),
+            conjugate_model,
+            conjugate_guide,
+            {"m": 0.0, "s": 1.0},
+            jnp.zeros(3),
+            num_samples=num_samples,
+        )
+
+
+def test_lpd_of_a_model_without_observations_is_rejected():
+    def prior_only(y):
+        numpyro.sample("loc", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="no observed sites"):
+        log_predictive_density(
+            jax.random.key(0),
+            prior_only,
+            conjugate_guide,
+            {"m": 0.0, "s": 1.0},
+            jnp.zeros(3),
+        )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -274,6 +580,10 @@ def test_keyword_data(y_train):
         ({"val_kwargs": {"x": 1}}, "val_kwargs names"),
         ({"stop_rule": "best", "val_args": "same"}, "stop_rule"),
         ({"min_delta": -1.0, "val_args": "same"}, "min_delta"),
+        ({"val_loss": "lpd", "val_args": "same"}, "val_loss must be one of"),
+        ({"val_loss": "neg_lpd"}, "val_loss='neg_lpd' needs validation"),
+        ({"num_lpd_samples": 0, "val_args": "same"}, "num_lpd_samples"),
+        ({"num_lpd_samples": 1.5}, "num_lpd_samples"),
     ],
 )
 def test_bad_input_is_rejected(y_train, kwargs, match):
