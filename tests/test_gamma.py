@@ -301,3 +301,210 @@ def test_functions_that_draw_reject_a_missing_key(z):
     ]:
         with pytest.raises(TypeError, match="rng_key must be a JAX PRNG key"):
             call()
+
+
+# --------------------------------------------------------------------------
+# Importance weights and Pareto k̂ (chapter 3), in float64.
+
+
+@pytest.fixture(scope="module")
+def fitted(z):
+    return {
+        k: float(v) for k, v in gamma.fit(jax.random.key(6), z, 2_000).params.items()
+    }
+
+
+def _numpyro_log_weights(params, z, concentrations):
+    """log p(α, z) − log q(α) from NumPyro's own model and guide densities,
+    float32, at given draws of the concentration."""
+    from numpyro.infer.util import log_density
+
+    z32 = jnp.asarray(z, jnp.float32)
+    params32 = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+
+    def one(alpha):
+        log_p, _ = log_density(gamma.model, (), {"z": z32}, {"concentration": alpha})
+        log_q, _ = log_density(
+            gamma.guide, (), {"z": z32}, {**params32, "concentration": alpha}
+        )
+        return log_p - log_q
+
+    return np.asarray(jax.vmap(one)(jnp.asarray(concentrations, jnp.float32)))
+
+
+def test_log_weights_match_numpyros_densities_on_the_same_draws(z, fitted):
+    alpha, log_w = gamma.log_importance_weights(jax.random.key(7), fitted, z, 2_000)
+    assert alpha.shape == log_w.shape == (2_000,)
+    assert alpha.dtype == log_w.dtype == np.float64
+    reference = _numpyro_log_weights(fitted, z, alpha)
+    # float32 rounding of a log joint of a few hundred nats: ~1e-4
+    np.testing.assert_allclose(log_w, reference, atol=2e-3)
+    # The draws are the guide's: log α is normal with the fitted loc and scale.
+    log_alpha = np.log(alpha)
+    assert log_alpha.mean() == pytest.approx(
+        fitted["concentration_loc"], abs=4 * fitted["concentration_scale"] / 40
+    )
+    assert log_alpha.std() == pytest.approx(fitted["concentration_scale"], rel=0.05)
+
+
+def test_log_weights_estimate_the_evidence_and_the_posterior_mean(z, fitted):
+    grid = gamma.default_grid(z)
+    log_joint = gamma._log_joint(np.asarray(z, np.float64), grid, 1.0)
+    top = log_joint.max()
+    log_evidence = top + np.log(np.trapezoid(np.exp(log_joint - top), grid))
+    exact_mean, exact_sd = gamma.posterior_moments(z, grid)
+    for params, df in [
+        (fitted, None),  # the fitted log-normal
+        ({**fitted, "concentration_scale": 2 * fitted["concentration_scale"]}, None),
+        (fitted, 4.0),  # a Student-t on log α: its own density must be right
+    ]:
+        alpha, log_w = gamma.log_importance_weights(
+            jax.random.key(8), params, z, 200_000, df=df
+        )
+        top_w = log_w.max()
+        estimate = top_w + np.log(np.mean(np.exp(log_w - top_w)))
+        assert estimate == pytest.approx(log_evidence, abs=0.01)
+        weights = np.exp(log_w - top_w)
+        mean = np.sum(weights * alpha) / weights.sum()
+        assert abs(mean - exact_mean) < 0.02 * exact_sd
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_pareto_k_is_arviz_on_the_log_weights(z, fitted):
+    import arviz as az
+
+    key = jax.random.key(9)
+    _, log_w = gamma.log_importance_weights(key, fitted, z, 5_000)
+    assert gamma.pareto_k(key, fitted, z, 5_000) == pytest.approx(
+        float(az.psislw(log_w)[1]),
+        abs=1e-12,  # (ArviZ may warn of overflow)
+    )
+
+
+def test_pareto_k_agrees_with_numpyros_psis_diagnostic(z, fitted):
+    from numpyro.infer import psis_diagnostic
+
+    # A q too narrow: a heavy tail that both estimators see, with many draws.
+    narrow = {**fitted, "concentration_scale": 0.5 * fitted["concentration_scale"]}
+    ours = [gamma.pareto_k(jax.random.key(i), narrow, z) for i in range(3)]
+    theirs = [
+        psis_diagnostic(
+            jax.random.key(i),
+            {k: jnp.asarray(v) for k, v in narrow.items()},
+            gamma.model,
+            gamma.guide,
+            z=z,
+            num_particles=100_000,
+        )
+        for i in range(3)
+    ]
+    assert np.mean(ours) == pytest.approx(np.mean(theirs), abs=0.1)
+    assert min(ours) > 0.6
+
+
+def test_pareto_k_is_stable_across_keys_and_reads_width(z, fitted):
+    ks = [gamma.pareto_k(jax.random.key(i), fitted, z) for i in range(5)]
+    assert max(ks) - min(ks) < 0.2
+    assert max(ks) < 0.5  # a fitted q that is nearly exact
+    wide = {**fitted, "concentration_scale": 1.6 * fitted["concentration_scale"]}
+    narrow = {**fitted, "concentration_scale": 0.3 * fitted["concentration_scale"]}
+    assert gamma.pareto_k(jax.random.key(0), wide, z) < 0
+    assert gamma.pareto_k(jax.random.key(0), narrow, z) > 0.7
+    # A Student-t on log α bounds the ratio in both tails.
+    assert gamma.pareto_k(jax.random.key(0), fitted, z, df=5.0) < 0
+
+
+def test_log_weights_are_reproducible(z, fitted):
+    a1, w1 = gamma.log_importance_weights(jax.random.key(1), fitted, z, 100)
+    a2, w2 = gamma.log_importance_weights(jax.random.key(1), fitted, z, 100)
+    a3, _ = gamma.log_importance_weights(jax.random.key(2), fitted, z, 100)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(w1, w2)
+    assert not np.array_equal(a1, a3)
+
+
+def test_log_weights_reject_bad_input(z, fitted):
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match="rng_key"):
+        gamma.log_importance_weights(0, fitted, z)
+    with pytest.raises(ValueError, match="num_draws"):
+        gamma.log_importance_weights(key, fitted, z, num_draws=5)
+    with pytest.raises(ValueError, match="num_draws"):
+        gamma.pareto_k(key, fitted, z, num_draws=1.5)
+    with pytest.raises(ValueError, match="df"):
+        gamma.log_importance_weights(key, fitted, z, df=0.0)
+    with pytest.raises(ValueError, match="prior_scale"):
+        gamma.pareto_k(key, fitted, z, prior_scale=-1.0)
+    with pytest.raises(ValueError, match="params"):
+        gamma.pareto_k(key, {"loc": 0.0}, z)
+    with pytest.raises(ValueError, match="strictly positive"):
+        gamma.pareto_k(key, fitted, np.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="num_psis_particles"):
+        gamma.recovery_study(key, [1.0], [10], num_psis_particles=5)
+
+
+def test_recovery_study_reports_psis_ess():
+    table = gamma.recovery_study(jax.random.key(3), [2.0], [100], num_steps=1_000)
+    assert 0.9 < table["psis_ess"].iloc[0] <= 1.0  # a good fit: weights near equal
+    skipped = gamma.recovery_study(
+        jax.random.key(3), [2.0], [100], num_steps=10, num_psis_particles=None
+    )
+    assert skipped[["pareto_k", "psis_ess"]].isna().all(axis=None)
+
+
+# --------------------------------------------------------------------------
+# The stored multi-seed VSBC reference (scripts/make_gamma_vsbc.py).
+
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _vsbc_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_gamma_vsbc", _ROOT / "scripts" / "make_gamma_vsbc.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vsbc_reference_matches_its_script():
+    import json
+
+    from scipy.stats import ks_2samp
+
+    script = _vsbc_script()
+    stored = json.loads(script.OUTPUT.read_text())
+    assert script.OUTPUT == _ROOT / "data" / "gamma_vsbc.json"
+    assert stored["settings"] == script.SETTINGS
+    settings = stored["settings"]
+    assert [run["seed"] for run in stored["runs"]] == settings["seeds"]
+    for run in stored["runs"]:
+        p = np.array(run["probabilities"])
+        truths = np.array(run["true_concentrations"])
+        assert p.shape == truths.shape == (settings["num_simulations"],)
+        assert len(run["num_zero_observations"]) == settings["num_simulations"]
+        assert ((p >= 0) & (p <= 1)).all() and (truths > 0).all()
+        # p is a share of num_samples guide draws
+        np.testing.assert_allclose(p * settings["num_samples"], np.round(p * 1_000))
+        test = ks_2samp(p, 1 - p, method="asymp")
+        assert run["ks_stat"] == pytest.approx(test.statistic, abs=1e-12)
+        assert run["ks_pvalue"] == pytest.approx(test.pvalue, rel=1e-9, abs=1e-300)
+
+
+def test_vsbc_script_redraws_numpyros_prior_draws():
+    # The recipe the script uses to recover the true concentrations: the same
+    # key gives the same first draw as vsbc_diagnostic's own prior draws.
+    import json
+
+    script = _vsbc_script()
+    stored = json.loads(script.OUTPUT.read_text())
+    key = jax.random.key_data(jax.random.key(stored["settings"]["seeds"][0]))
+    truths, data = script.redraw_simulations(key)
+    np.testing.assert_allclose(
+        truths, stored["runs"][0]["true_concentrations"], rtol=1e-6
+    )
+    assert [int((d == 0).sum()) for d in data] == stored["runs"][0][
+        "num_zero_observations"
+    ]
