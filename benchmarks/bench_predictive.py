@@ -1,10 +1,21 @@
-"""Peak memory and time of batched against one-shot posterior prediction.
+"""Peak memory and time of posterior prediction: NumPyro's `Predictive`,
+sequential and vectorised, against the companion's, one-shot and batched.
 
-`companion.predictive.posterior_predictive` runs the model on all posterior
-draws at once (``batch_size=None``, one ``vmap``, as `numpyro.infer.Predictive`
-does) or ``batch_size`` draws at a time (``jax.lax.map``). This script
-measures both for the chapter-4 Bayesian neural network on a grid over the
-input plane (chapters 6 and 8 draw such maps).
+Four ways to run the chapter-4 Bayesian neural network once per posterior
+draw on a grid over the input plane (chapters 6 and 9 draw such maps), on
+the same posterior draws:
+
+- ``Predictive`` (NumPyro's default, ``parallel=False``): one draw at a
+  time, a sequential ``lax.map`` over the draws;
+- ``Predictive(parallel=True)``: all draws at once, one ``vmap``;
+- `companion.predictive.posterior_predictive` with ``batch_size=None``
+  ("all"): all draws at once, one ``vmap``;
+- the same with ``batch_size=b``: ``b`` draws at a time (``jax.lax.map``
+  with ``batch_size``: a loop over batches, ``vmap`` inside one).
+
+Every configuration is compiled (``jax.jit``) and draws the posterior
+samples from the guide with the same key, so all return the same numbers
+(compared element by element with the companion's one-shot output).
 
 Each configuration runs in a fresh Python process, so that nothing allocated
 by one configuration (XLA buffers, compiled programs, the allocator's cache)
@@ -43,6 +54,13 @@ import time
 import numpy as np
 
 PEAK_RSS_UNIT = 1024 if sys.platform != "darwin" else 1  # ru_maxrss: KiB on Linux
+# NumPyro's Predictive, default (sequential) and parallel=True.
+PREDICTIVE = ("predictive-sequential", "predictive-parallel")
+LABELS = {
+    "predictive-sequential": "Predictive (default)",
+    "predictive-parallel": "Predictive(parallel=True)",
+    "one-shot": "all",
+}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -72,9 +90,32 @@ def worker(args: argparse.Namespace) -> None:
         print(json.dumps(result))
         return
 
-    batch_size = None if args.config == "one-shot" else int(args.config)
+    if args.config in PREDICTIVE:
+        from numpyro.infer import Predictive
 
-    def call():
+        parallel = args.config == "predictive-parallel"
+
+        @jax.jit
+        def numpyro_predictive(key, samples, grid):
+            return Predictive(
+                model, posterior_samples=samples, return_sites=["p"], parallel=parallel
+            )(key, grid)["p"]
+
+        def call():
+            # The keys posterior_predictive uses: the first half for the guide.
+            key_guide, key_model = jax.random.split(jax.random.key(2))
+            samples = predictive.sample_posterior(
+                key_guide, guide, params, grid, num_samples=args.draws
+            )
+            return jax.block_until_ready(numpyro_predictive(key_model, samples, grid))
+
+    else:
+        batch_size = None if args.config == "one-shot" else int(args.config)
+
+        def call():
+            return companion_predictive(batch_size)
+
+    def companion_predictive(batch_size):
         out = predictive.posterior_predictive(
             jax.random.key(2),
             model,
@@ -152,20 +193,21 @@ def main() -> None:
     if any(b < 1 for b in args.batch_sizes):
         parser.error("--batch-sizes must be positive")
     batch_sizes = list(dict.fromkeys(args.batch_sizes))  # once each, in order
-    configs = ["baseline", "one-shot", *map(str, batch_sizes)]
+    configs = ["baseline", *PREDICTIVE, "one-shot", *map(str, batch_sizes)]
+    compared = [config for config in configs if config not in ("baseline", "one-shot")]
     with tempfile.TemporaryDirectory() as tmp:
         saves = {config: os.path.join(tmp, f"{config}.npy") for config in configs}
         results = {
             config: run_config(config, args, saves[config]) for config in configs
         }
         reference = np.load(saves["one-shot"])
-        for config in configs[2:]:
+        for config in compared:
             results[config]["max_abs_diff"] = float(
                 np.max(np.abs(np.load(saves[config]) - reference))
             )
     base = results["baseline"]["peak_rss_mib"]
     one = results["one-shot"]
-    max_diff = max(results[config]["max_abs_diff"] for config in configs[2:])
+    max_diff = max(results[str(b)]["max_abs_diff"] for b in batch_sizes)
 
     print(
         f"posterior predictive of the chapter-4 BNN: {args.draws} draws x "
@@ -180,10 +222,12 @@ def main() -> None:
     print(f"baseline process (no prediction): peak RSS {base:,.0f} MiB")
     print(
         "largest difference from the one-shot output, over all batch sizes: "
-        f"{max_diff:.1e} (probabilities in [0, 1]; float32 rounding only)"
+        f"{max_diff:.1e}; Predictive default and parallel=True: "
+        + ", ".join(f"{results[c]['max_abs_diff']:.1e}" for c in PREDICTIVE)
+        + " (probabilities in [0, 1]; float32 rounding only)"
     )
     header = (
-        f"{'batch_size':>10} {'peak RSS':>10} {'above base':>11} {'mem ratio':>10} "
+        f"{'method (batch_size)':>26} {'peak RSS':>10} {'above base':>11} {'mem ratio':>10} "
         f"{'run (s)':>8} {'time ratio':>11} {'1st call (s)':>13}"
     )
     print(header)
@@ -193,15 +237,19 @@ def main() -> None:
         r = results[config]
         above = r["peak_rss_mib"] - base
         print(
-            f"{'all' if config == 'one-shot' else config:>10} "
+            f"{LABELS.get(config, config):>26} "
             f"{r['peak_rss_mib']:>8,.0f}Mi {above:>9,.0f}Mi "
             f"{above / above_one if above_one > 0 else float('nan'):>10.2f} "
             f"{r['run_s']:>8.3f} "
             f"{r['run_s'] / one['run_s']:>11.2f} {r['first_call_s']:>13.2f}"
         )
     print(
-        "mem ratio: memory above the baseline, relative to one-shot; time ratio: "
-        "compiled run time relative to one-shot."
+        "Predictive: numpyro.infer.Predictive, default parallel=False (a "
+        "sequential lax.map over the draws) and parallel=True (one vmap); all "
+        "and numbers: companion.predictive.posterior_predictive with batch_size="
+        "None (one vmap) and with that many draws at a time.\n"
+        "mem ratio: memory above the baseline, relative to 'all'; time ratio: "
+        "compiled run time relative to 'all'."
     )
 
 

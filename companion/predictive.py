@@ -1,12 +1,17 @@
 """Posterior predictive in batches of posterior draws, with bounded memory.
 
-`numpyro.infer.Predictive` runs the model once per posterior draw, all draws
-at once (``vmap``): for a fine grid of inputs and many draws every
-intermediate activation of every draw is alive at the same time. Here the
-draws go through the model ``batch_size`` at a time (``jax.lax.map`` with
-``batch_size``: a compiled loop over batches, ``vmap`` inside a batch), so
-the working memory grows with ``batch_size`` rather than with the number of
-draws; only the returned sites are kept for all draws.
+`numpyro.infer.Predictive` runs the model once per posterior draw, in one
+of two ways. By default (``parallel=False``) one draw after another, a
+sequential ``lax.map`` over the draws: little working memory, but a loop of
+``num_draws`` iterations, each one draw's worth of work. With
+``parallel=True`` all draws at once, one ``vmap``: for a fine grid of inputs
+and many draws every intermediate activation of every draw is alive at the
+same time. Here the draws go through the model ``batch_size`` at a time
+(``jax.lax.map`` with ``batch_size``: a compiled loop over batches, ``vmap``
+inside a batch), anywhere between the two (``batch_size=1`` is the
+sequential loop, ``batch_size=None`` the single ``vmap``), so the working
+memory grows with ``batch_size`` rather than with the number of draws; only
+the returned sites are kept for all draws.
 
 Batching does not change the numbers: the key is split into one key per draw
 before batching, and each draw goes through ``Predictive`` alone with its own
@@ -88,7 +93,9 @@ def predict(
             :func:`sample_posterior`, an MCMC run, ...).
         *args: the model's positional arguments (e.g. a grid of inputs).
         batch_size: draws per batch; ``None`` runs all draws at once (one
-            ``vmap``, as ``Predictive`` does).
+            ``vmap``, as ``Predictive(..., parallel=True)`` does); ``1`` runs
+            them one at a time (a sequential loop, as ``Predictive`` does by
+            default).
         return_sites: the sites to return; ``None`` returns what
             ``Predictive`` returns by default (sample sites not in
             ``posterior_samples`` and deterministic sites).

@@ -168,3 +168,34 @@ def test_bad_keys_and_samples_are_rejected():
         )
     with pytest.raises(ValueError, match="non-empty dict"):
         predictive.predict(jax.random.key(0), linear_model, {}, X)
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 7])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_predict_gives_predictives_draws_key_for_key(batch_size, parallel):
+    # Draw i uses the i-th of jax.random.split(rng_key, num_draws), as in
+    # Predictive: the sampled site y agrees too, not only the deterministic one.
+    samples = {"w": jax.random.normal(jax.random.key(8), (30,))}
+    key = jax.random.key(9)
+    ours = predictive.predict(key, linear_model, samples, X, batch_size=batch_size)
+    theirs = jax.jit(Predictive(linear_model, samples, parallel=parallel))(key, X)
+    assert set(ours) == set(theirs) == {"mean", "y"}
+    for site in ("mean", "y"):
+        np.testing.assert_allclose(ours[site], theirs[site], rtol=1e-6, atol=1e-6)
+
+
+def test_predictive_is_sequential_by_default_and_vectorised_with_parallel():
+    # What the chapter says of NumPyro's Predictive: parallel=False (the
+    # default) loops over the draws (a lax.map, i.e. a scan of one draw per
+    # iteration), parallel=True vectorises them (no loop).
+    samples = {"w": jnp.zeros(30)}
+
+    def loops(**kwargs):
+        jaxpr = jax.make_jaxpr(Predictive(linear_model, samples, **kwargs))(
+            jax.random.key(0), X
+        )
+        return [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+
+    (scan,) = loops()
+    assert scan.params["length"] == 30
+    assert loops(parallel=True) == []
