@@ -147,7 +147,8 @@ def auc(y_true: Int[ArrayLike, " n"], scores: Float[ArrayLike, "... n"]) -> Arra
     """
     y, s = _check(y_true, scores, need_both_classes=True)
     positive = y == 1
-    num_pos = positive.sum()
+    # counts as floats: num_pos * num_neg overflows int32 beyond ~92,000 points
+    num_pos = positive.sum(dtype=s.dtype)
     num_neg = y.shape[0] - num_pos
     ranks = rankdata(s, axis=-1)
     centred = jnp.where(positive, ranks - (num_pos + 1) / 2, 0.0)

@@ -31,6 +31,15 @@ def test_auc_matches_sklearn_for_every_draw(draws):
     np.testing.assert_allclose(metrics.auc(y, p[0]), expected[0], rtol=1e-5)
 
 
+def test_auc_on_many_points_does_not_overflow():
+    # num_pos * num_neg = 2.5e9 > 2**31: an int32 product turns negative
+    key_y, key_s = jax.random.split(jax.random.key(2))
+    y = jax.random.bernoulli(key_y, 0.5, (100_000,)).astype(jnp.int32)
+    scores = y + 1.5 * jax.random.normal(key_s, (100_000,))
+    expected = roc_auc_score(np.asarray(y), np.asarray(scores))
+    np.testing.assert_allclose(metrics.auc(y, scores), expected, rtol=1e-4)
+
+
 def test_auc_counts_ties_as_half_and_handles_extra_axes():
     y = np.array([0, 1, 0, 1, 1, 0])
     scores = np.array([0.2, 0.2, 0.5, 0.5, 0.9, 0.1])  # ties across classes
