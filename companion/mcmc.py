@@ -10,6 +10,10 @@ timed runs that keep compilation apart from computation.
   model and data shape) apart from the run itself. `MCMC.run` compiles its
   loops again at every call, so timing a second call of :func:`run_nuts` would
   still count compilation; here the compiled program is timed alone.
+- :func:`timed_svi_fits` runs several SVI fits from different seeds as one
+  vectorised program, to measure what varies with the seed.
+- :func:`timed_mcmc` does the same for any HMC-family kernel, HMCECS
+  (energy-conserving subsampling, mini-batch MCMC) included.
 - :func:`flatten_draws` merges the ``chain`` and ``draw`` axes again, to feed
   posterior draws to `numpyro.infer.Predictive` or
   :func:`companion.predictive.predict`.
@@ -31,7 +35,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array
 from numpyro.handlers import seed, trace
-from numpyro.infer import MCMC, NUTS, SVI, Predictive
+from numpyro.infer import HMC, HMCECS, MCMC, NUTS, SVI, Predictive
 from numpyro.infer.autoguide import AutoGuide
 from numpyro.infer.svi import SVIRunResult
 
@@ -48,8 +52,10 @@ __all__ = [
     "flatten_draws",
     "run_nuts",
     "svi_to_inference_data",
+    "timed_mcmc",
     "timed_nuts",
     "timed_svi",
+    "timed_svi_fits",
 ]
 
 ChainMethod = Literal["sequential", "parallel", "vectorized"]
@@ -183,22 +189,107 @@ def timed_nuts(
     _check_nuts_settings(
         model, num_warmup, num_samples, num_chains, target_accept_prob, max_tree_depth
     )
-    dynamic, rebuild = _split_static(args, kwargs)
     kernel = NUTS(
         model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth
     )
+    return timed_mcmc(
+        rng_key,
+        kernel,
+        *args,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        **kwargs,
+    )
+
+
+def timed_mcmc(
+    rng_key: jax.Array,
+    kernel: HMC | HMCECS,
+    *args: Any,
+    num_warmup: int = 500,
+    num_samples: int = 1_000,
+    num_chains: int = 1,
+    **kwargs: Any,
+) -> tuple[az.InferenceData, Timing]:
+    """A NumPyro HMC-family kernel as one compiled program, timed: set-up
+    apart from warm-up and sampling.
+
+    ``kernel`` is an `numpyro.infer.HMC` or `numpyro.infer.NUTS` kernel, or an
+    `numpyro.infer.HMCECS` kernel around one (energy-conserving subsampling:
+    the model's subsample plate is read through a mini-batch that the kernel
+    updates by Gibbs steps, Dang et al. 2019). The kernel runs on
+    ``model(*args, **kwargs)``; :func:`timed_nuts` is this function with a
+    NUTS kernel built from its settings. HMC and NUTS kernels run
+    ``num_chains`` vectorised chains; an HMCECS kernel runs one chain
+    (``num_chains=1``). ``setup_s`` covers initialising (for HMCECS with a
+    Taylor proxy, its pass over the full data) and compiling; ``run_s``
+    covers warm-up and sampling.
+
+    Returns:
+        ``(idata, timing)`` as :func:`timed_nuts`: the ``sample_stats`` come
+        from the (inner) HMC state, and an HMCECS run adds
+        ``subsample_acceptance``, the acceptance probability of the proposed
+        mini-batch at each draw. ``lp`` is minus the potential energy the
+        kernel used: for HMCECS, an estimate from the mini-batch.
+
+    Used in chapter 7 (HMCECS in the cost study).
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist
+        >>> from numpyro.infer import HMCECS, NUTS
+        >>> def model(y):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 10))
+        ...     with numpyro.plate("data", y.shape[0], subsample_size=50):
+        ...         numpyro.sample(
+        ...             "y", dist.Normal(loc, 1), obs=numpyro.subsample(y, 0)
+        ...         )
+        >>> kernel = HMCECS(NUTS(model), num_blocks=10)
+        >>> idata, timing = timed_mcmc(
+        ...     jax.random.key(0),
+        ...     kernel,
+        ...     jnp.ones(500),
+        ...     num_warmup=100,
+        ...     num_samples=100,
+        ... )
+        >>> idata.posterior["loc"].shape, "subsample_acceptance" in idata.sample_stats
+        ((1, 100), True)
+    """
+    _check_key(rng_key)
+    if not isinstance(kernel, HMC | HMCECS):
+        raise TypeError(
+            "kernel must be a numpyro.infer HMC, NUTS or HMCECS kernel, "
+            f"got {type(kernel).__name__}"
+        )
+    for name, value in (
+        ("num_warmup", num_warmup),
+        ("num_samples", num_samples),
+        ("num_chains", num_chains),
+    ):
+        _check_count(name, value)
+    vectorised = isinstance(kernel, HMC)
+    if not vectorised and num_chains != 1:
+        raise ValueError(
+            f"num_chains must be 1 for an HMCECS kernel, got {num_chains} "
+            "(run one call per chain)"
+        )
+    subsampled = isinstance(kernel, HMCECS)
+    dynamic, rebuild = _split_static(args, kwargs)
 
     def run(state, dynamic):
         call_args, call_kwargs = rebuild(dynamic)
 
         def step(state, _):
             state = kernel.sample(state, call_args, call_kwargs)
-            stats = (
-                state.diverging,
-                state.num_steps,
-                state.accept_prob,
-                state.potential_energy,
-            )
+            inner = state.hmc_state if subsampled else state
+            stats = {
+                "diverging": inner.diverging,
+                "n_steps": inner.num_steps,
+                "acceptance_rate": inner.accept_prob,
+                "lp": -inner.potential_energy,
+            }
+            if subsampled:
+                stats["subsample_acceptance"] = state.accept_prob
             return state, (state.z, stats)
 
         state, _ = lax.scan(
@@ -206,11 +297,15 @@ def timed_nuts(
         )
         _, (z, stats) = lax.scan(step, state, length=num_samples)
         constrain = kernel.postprocess_fn(call_args, call_kwargs)
-        draws = jax.vmap(jax.vmap(constrain))(z)  # (draw, chain, ...)
+        if vectorised:
+            draws = jax.vmap(jax.vmap(constrain))(z)  # (draw, chain, ...)
+        else:
+            draws = jax.vmap(constrain)(z)  # (draw, ...)
         return draws, stats
 
     start = time.perf_counter()
-    keys = jax.random.split(rng_key, num_chains)  # one key per chain: vectorised
+    # one key per chain, vectorised; HMCECS runs one chain from the key itself
+    keys = jax.random.split(rng_key, num_chains) if vectorised else rng_key
     state = kernel.init(keys, num_warmup, None, args, kwargs)
     compiled = jax.jit(run).lower(state, dynamic).compile()
     setup_s = time.perf_counter() - start
@@ -219,18 +314,13 @@ def timed_nuts(
     run_s = time.perf_counter() - start
 
     def chain_first(x):
-        return np.swapaxes(np.asarray(x), 0, 1)
+        x = np.asarray(x)
+        return np.swapaxes(x, 0, 1) if vectorised else x[None]
 
-    diverging, num_steps, accept_prob, potential_energy = map(chain_first, stats)
     idata = az.from_dict(
         posterior={name: chain_first(value) for name, value in draws.items()},
-        sample_stats={
-            "diverging": diverging,
-            "n_steps": num_steps,
-            "acceptance_rate": accept_prob,
-            "lp": -potential_energy,
-        },
-        observed_data=_observed(model, args, kwargs),
+        sample_stats={name: chain_first(value) for name, value in stats.items()},
+        observed_data=_observed(kernel.model, args, kwargs),
     )
     return idata, Timing(setup_s, run_s)
 
@@ -283,6 +373,77 @@ def timed_svi(
     state, losses = jax.block_until_ready(compiled(state, dynamic))
     run_s = time.perf_counter() - start
     result = SVIRunResult(svi.get_params(state), state, losses)
+    return result, Timing(setup_s, run_s)
+
+
+def timed_svi_fits(
+    rng_key: jax.Array,
+    svi: SVI,
+    num_steps: int,
+    num_fits: int,
+    *args: Any,
+    **kwargs: Any,
+) -> tuple[SVIRunResult, Timing]:
+    """``num_fits`` independent SVI fits from different seeds, vectorised into
+    one compiled program (``vmap`` over the SVI state), timed as
+    :func:`timed_svi`: set-up (``num_fits`` calls of ``svi.init`` and one
+    compilation) apart from the steps of all fits together.
+
+    Fit ``i`` starts from ``svi.init`` with the ``i``-th key of
+    ``jax.random.split(rng_key, num_fits)``, so it is the fit that
+    :func:`timed_svi` would give with that key, up to floating-point
+    rounding. Results that vary with the seed are then measured across seeds
+    for about the price of one compilation.
+
+    Returns:
+        ``(result, timing)``; ``result`` is an `SVIRunResult` whose
+        ``params`` and ``state`` leaves have a leading axis of length
+        ``num_fits`` and whose ``losses`` have shape ``(num_fits, num_steps)``.
+
+    Used in chapter 7.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist, optax
+        >>> from numpyro.infer import Trace_ELBO
+        >>> from numpyro.infer.autoguide import AutoNormal
+        >>> def model(y):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 10))
+        ...     with numpyro.plate("data", y.shape[0]):
+        ...         numpyro.sample("y", dist.Normal(loc, 1), obs=y)
+        >>> svi = SVI(model, AutoNormal(model), optax.adam(0.05), Trace_ELBO())
+        >>> result, timing = timed_svi_fits(
+        ...     jax.random.key(0), svi, 2_000, 3, jnp.full(50, 3.0)
+        ... )
+        >>> result.losses.shape, result.params["loc_auto_loc"].round(1).tolist()
+        ((3, 2000), [3.0, 3.0, 3.0])
+    """
+    _check_key(rng_key)
+    if not isinstance(svi, SVI):
+        raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}")
+    _check_count("num_steps", num_steps)
+    _check_count("num_fits", num_fits)
+    dynamic, rebuild = _split_static(args, kwargs)
+
+    def run(state, dynamic):
+        call_args, call_kwargs = rebuild(dynamic)
+        return lax.scan(
+            lambda s, _: svi.update(s, *call_args, **call_kwargs),
+            state,
+            length=num_steps,
+        )
+
+    start = time.perf_counter()
+    states = [
+        svi.init(key, *args, **kwargs) for key in jax.random.split(rng_key, num_fits)
+    ]
+    state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    vectorised = jax.vmap(run, in_axes=(0, None))
+    compiled = jax.jit(vectorised).lower(state, dynamic).compile()
+    setup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    state, losses = jax.block_until_ready(compiled(state, dynamic))
+    run_s = time.perf_counter() - start
+    result = SVIRunResult(jax.vmap(svi.get_params)(state), state, losses)
     return result, Timing(setup_s, run_s)
 
 

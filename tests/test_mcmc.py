@@ -1,5 +1,6 @@
-"""Tests of companion.mcmc: NUTS runs (MCMC and compiled, timed), timed SVI,
-SVI draws as InferenceData, and flattening draws for prediction."""
+"""Tests of companion.mcmc: NUTS runs (MCMC and compiled, timed), timed
+HMC-family kernels (HMCECS included), timed SVI, SVI draws as InferenceData,
+and flattening draws for prediction."""
 
 import warnings
 
@@ -10,7 +11,8 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 import pytest
-from numpyro.infer import SVI, Trace_ELBO
+from numpyro.contrib.ecs_proxies import taylor_proxy
+from numpyro.infer import HMCECS, NUTS, SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoLaplaceApproximation, AutoNormal
 
 from companion import mcmc
@@ -270,3 +272,112 @@ def test_importing_companion_is_silent_on_a_fresh_machine(tmp_path):
         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path), "JAX_PLATFORMS": "cpu"},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------
+# timed_mcmc: any HMC-family kernel, HMCECS included
+
+
+def subsampled_model(y, subsample_size=100):
+    loc = numpyro.sample("loc", dist.Normal(0.0, 10.0))
+    with numpyro.plate("data", y.shape[0], subsample_size=subsample_size):
+        numpyro.sample("y", dist.Normal(loc, 1.0), obs=numpyro.subsample(y, 0))
+
+
+Y_BIG = 2.0 + jax.random.normal(jax.random.key(5), (2_000,))
+BIG_PRECISION = 1 / 100 + Y_BIG.shape[0]
+BIG_MEAN, BIG_SD = float(Y_BIG.sum()) / BIG_PRECISION, BIG_PRECISION**-0.5
+
+
+def test_timed_mcmc_with_a_nuts_kernel_is_timed_nuts():
+    settings = {"num_warmup": 60, "num_samples": 50, "num_chains": 2}
+    a, _ = mcmc.timed_nuts(jax.random.key(4), model, Y, max_tree_depth=5, **settings)
+    b, _ = mcmc.timed_mcmc(
+        jax.random.key(4), NUTS(model, max_tree_depth=5), Y, **settings
+    )
+    np.testing.assert_array_equal(a.posterior["loc"], b.posterior["loc"])
+    np.testing.assert_array_equal(a.sample_stats["n_steps"], b.sample_stats["n_steps"])
+    assert "subsample_acceptance" not in b.sample_stats
+
+
+@pytest.fixture(scope="module")
+def hmcecs_run():
+    proxy = taylor_proxy({"loc": jnp.asarray(BIG_MEAN)}, degree=2)
+    kernel = HMCECS(NUTS(subsampled_model), num_blocks=10, proxy=proxy)
+    return mcmc.timed_mcmc(
+        jax.random.key(6), kernel, Y_BIG, num_warmup=300, num_samples=600
+    )
+
+
+def test_timed_mcmc_runs_hmcecs_to_the_conjugate_posterior(hmcecs_run):
+    idata, timing = hmcecs_run
+    assert idata.posterior["loc"].shape == (1, 600)
+    assert "data" not in idata.posterior  # the subsample indices are dropped
+    for stat in ("diverging", "n_steps", "acceptance_rate", "lp"):
+        assert idata.sample_stats[stat].shape == (1, 600)
+    acceptance = np.asarray(idata.sample_stats["subsample_acceptance"])
+    assert acceptance.shape == (1, 600) and np.all(
+        (0 <= acceptance) & (acceptance <= 1)
+    )
+    draws = np.asarray(idata.posterior["loc"])
+    # The full-data conjugate posterior, from mini-batches of 100 of 2,000.
+    assert draws.mean() == pytest.approx(BIG_MEAN, abs=4 * BIG_SD / np.sqrt(100))
+    assert draws.std() == pytest.approx(BIG_SD, rel=0.2)
+    assert timing.setup_s > 0 and timing.run_s > 0
+
+
+def test_timed_mcmc_is_reproducible_with_hmcecs(hmcecs_run):
+    proxy = taylor_proxy({"loc": jnp.asarray(BIG_MEAN)}, degree=2)
+    kernel = HMCECS(NUTS(subsampled_model), num_blocks=10, proxy=proxy)
+    again, _ = mcmc.timed_mcmc(
+        jax.random.key(6), kernel, Y_BIG, num_warmup=300, num_samples=600
+    )
+    np.testing.assert_array_equal(
+        hmcecs_run[0].posterior["loc"], again.posterior["loc"]
+    )
+
+
+def test_timed_mcmc_rejects_bad_input():
+    kernel = HMCECS(NUTS(subsampled_model), num_blocks=10)
+    with pytest.raises(TypeError, match="rng_key"):
+        mcmc.timed_mcmc(0, NUTS(model), Y)
+    with pytest.raises(TypeError, match="kernel"):
+        mcmc.timed_mcmc(jax.random.key(0), model, Y)
+    with pytest.raises(ValueError, match="num_chains"):
+        mcmc.timed_mcmc(jax.random.key(0), kernel, Y_BIG, num_chains=2)
+    with pytest.raises(ValueError, match="num_warmup"):
+        mcmc.timed_mcmc(jax.random.key(0), NUTS(model), Y, num_warmup=-1)
+    with pytest.raises(ValueError, match="num_samples"):
+        mcmc.timed_mcmc(jax.random.key(0), NUTS(model), Y, num_samples=0)
+
+
+# --------------------------------------------------------------------------
+# timed_svi_fits: several seeds, one compiled program
+
+
+def test_timed_svi_fits_are_the_fits_of_timed_svi_with_each_key():
+    svi = SVI(model, AutoNormal(model), optax.adam(0.05), Trace_ELBO())
+    fits, timing = mcmc.timed_svi_fits(jax.random.key(8), svi, 300, 3, Y)
+    assert fits.losses.shape == (3, 300)
+    assert fits.params["loc_auto_loc"].shape == (3,)
+    assert timing.setup_s > 0 and timing.run_s > 0
+    for i, key in enumerate(jax.random.split(jax.random.key(8), 3)):
+        single, _ = mcmc.timed_svi(key, svi, 300, Y)
+        np.testing.assert_allclose(fits.losses[i], single.losses, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            fits.params["loc_auto_loc"][i], single.params["loc_auto_loc"], rtol=1e-4
+        )
+    # different seeds, different starting points: the fits differ
+    assert len(set(np.asarray(fits.losses[:, 0]).tolist())) == 3
+
+
+def test_timed_svi_fits_rejects_bad_input():
+    svi = SVI(model, AutoNormal(model), optax.adam(0.05), Trace_ELBO())
+    with pytest.raises(ValueError, match="num_fits"):
+        mcmc.timed_svi_fits(jax.random.key(0), svi, 10, 0, Y)
+    with pytest.raises(ValueError, match="num_steps"):
+        mcmc.timed_svi_fits(jax.random.key(0), svi, 0, 2, Y)
+    with pytest.raises(TypeError, match="svi"):
+        mcmc.timed_svi_fits(jax.random.key(0), "svi", 10, 2, Y)
+    with pytest.raises(TypeError, match="rng_key"):
+        mcmc.timed_svi_fits(0, svi, 10, 2, Y)
