@@ -12,7 +12,7 @@ from numpyro.infer import SVI, Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.infer.util import log_likelihood
 
-from companion import training
+from companion import metrics, training
 from companion.training import (
     EarlyStopping,
     NonFiniteLossWarning,
@@ -354,6 +354,30 @@ def test_lpd_equals_predictive_and_log_likelihood_with_the_same_keys():
     assert set(per_site) == {"y", "z", "total"}
     joint = jax.nn.logsumexp(per_site["y"] + per_site["z"], axis=0) - jnp.log(50)
     assert abs(float(joint.sum() + jnp.sum(per_site["total"])) - float(lpd)) > 1e-3
+
+
+def test_lpd_of_binary_labels_is_minus_the_log_loss_of_the_predictive_mean():
+    # Chapter 5's table scores held-out labels by the log loss of the mean
+    # predicted probability; the lpd is the same number, times -n.
+    def logistic_model(x, y):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("y", dist.Bernoulli(logits=w * x), obs=y)
+
+    def logistic_guide(x, y):
+        numpyro.sample("w", dist.Normal(numpyro.param("m", 0.5), 0.7))
+
+    x = jnp.linspace(-2.0, 2.0, 9)
+    y = jnp.array([0, 0, 1, 0, 1, 1, 0, 1, 1])
+    params = {"m": 0.5}
+    lpd = log_predictive_density(
+        jax.random.key(6), logistic_model, logistic_guide, params, x, y, num_samples=40
+    )
+    draws = Predictive(logistic_guide, params=params, num_samples=40)(
+        jax.random.key(6), x, y
+    )["w"]
+    p_mean = jax.nn.sigmoid(draws[:, None] * x).mean(axis=0)
+    np.testing.assert_allclose(-lpd / 9, metrics.log_loss(y, p_mean), rtol=1e-5)
 
 
 def test_lpd_is_jit_and_vmap_safe():
