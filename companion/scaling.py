@@ -12,8 +12,12 @@
   check that claim.
 - :func:`make_mesh`, :func:`shard_data`, :func:`replicate` and
   :func:`data_parallel_fit` run the same SVI code on one device or many with
-  `jax.sharding`: the data split along the batch axis, the parameters
-  replicated, and XLA adding the cross-device sums.
+  `jax.sharding`: the data (all on the devices) split along the batch axis,
+  the parameters replicated, and XLA adding the cross-device sums. For data
+  that stay on the host, :func:`companion.streaming.fit` takes a mesh too.
+- :func:`run_processes` starts several Python processes of one script, joined
+  by `jax.distributed.initialize` through a coordinator on a free local port
+  (:func:`free_port`): several hosts, simulated on one machine.
 - :func:`compare_guides` fits several guides to one model and tabulates cost
   and predictive quality.
 
@@ -23,6 +27,10 @@ Used in chapter 7 (mini-batch SVI) and chapter 9 (scaling in production).
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import subprocess
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -49,9 +57,11 @@ __all__ = [
     "build_minibatch_model",
     "compare_guides",
     "data_parallel_fit",
+    "free_port",
     "loss_estimates",
     "make_mesh",
     "replicate",
+    "run_processes",
     "shard_data",
     "subsample_plate",
 ]
@@ -268,7 +278,7 @@ def make_mesh(
     computation from the shardings of the inputs, so code written for one
     device runs unchanged.
 
-    Used in chapter 9.
+    Used by :func:`data_parallel_fit` (chapter 9 mentions it).
 
     Example:
         >>> make_mesh().shape["batch"] == len(jax.devices())
@@ -292,7 +302,7 @@ def shard_data(*arrays: Array, mesh: Mesh) -> tuple[Array, ...]:
     Raises ``ValueError`` when the number of devices does not divide the
     number of rows, or when the arrays differ in their number of rows.
 
-    Used in chapter 9.
+    Used by :func:`data_parallel_fit` (chapter 9 mentions it).
 
     Example:
         >>> (x,) = shard_data(jnp.zeros((8, 2)), mesh=make_mesh())
@@ -325,7 +335,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     (`NamedSharding` with an empty ``PartitionSpec``): how parameters and the
     optimiser state live in data-parallel training.
 
-    Used in chapter 9.
+    Used by :func:`data_parallel_fit` (chapter 9 mentions it).
     """
     _check_mesh(mesh)
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
@@ -356,7 +366,8 @@ def data_parallel_fit(
     not divide the number of rows. ``fit_kwargs`` go to
     :func:`companion.training.fit` (``progress_bar``, ``chunk_size``, ...).
 
-    Used in chapter 9.
+    Mentioned in chapter 9, for data that fit on the devices whole (the
+    chapter streams mini-batches with :func:`companion.streaming.fit`).
     """
     if not isinstance(svi, SVI):
         raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}")
@@ -371,6 +382,100 @@ def data_parallel_fit(
     state = replicate(svi.init(rng_key, x, y), mesh)
     x, y = x_sharded, y_sharded
     return training.fit(svi, rng_key, num_steps, x, y, init_state=state, **fit_kwargs)
+
+
+# --------------------------------------------------------------------------
+# Several processes.
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the operating system's
+    choice), for a local `jax.distributed` coordinator. Used in chapter 9."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_processes(
+    script: str | os.PathLike[str],
+    num_processes: int = 1,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+) -> list[str]:
+    """Run ``num_processes`` copies of the Python file ``script`` at the same
+    time and return what each printed (its standard output), in process order.
+
+    Each process gets the environment of this one, updated with ``env``, plus
+    ``PROCESS_ID`` (0, 1, ...), ``NUM_PROCESSES`` and ``COORDINATOR_ADDRESS``
+    (``127.0.0.1:<port>``, a :func:`free_port`): what the script passes to
+    `jax.distributed.initialize` so that the processes form one JAX program
+    over all their devices, as processes on several hosts would (there each
+    host starts one, with the first host's address and its own id). No
+    communication happens here: JAX does it.
+
+    Raises ``RuntimeError`` with the end of its standard error if a process
+    fails or outlasts ``timeout`` seconds (then all are stopped).
+
+    Used in chapter 9.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> script = pathlib.Path(tempfile.mkdtemp()) / "hello.py"
+        >>> _ = script.write_text("import os; print(os.environ['PROCESS_ID'])")
+        >>> run_processes(script, 2)
+        ['0\n', '1\n']
+    """
+    script = os.fspath(script)
+    if not os.path.isfile(script):
+        raise ValueError(f"script must be the path of a Python file, got {script!r}")
+    _check_count("num_processes", num_processes)
+    if env is not None and (
+        not isinstance(env, Mapping)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+    ):
+        raise TypeError(f"env must be a mapping of str to str, got {env!r}")
+    if not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(
+            f"timeout must be a positive number of seconds, got {timeout!r}"
+        )
+    shared = {
+        **os.environ,
+        **(env or {}),
+        "NUM_PROCESSES": str(num_processes),
+        "COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script],
+            env={**shared, "PROCESS_ID": str(i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(num_processes)
+    ]
+    outputs = []
+    try:
+        for i, proc in enumerate(procs):
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(
+                    f"process {i} of {script} ran longer than {timeout} s"
+                ) from None
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f"process {i} of {script} failed ({proc.returncode}):\n"
+                    f"{stderr[-3000:]}"
+                )
+            outputs.append(stdout)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return outputs
 
 
 # --------------------------------------------------------------------------

@@ -334,3 +334,97 @@ def test_compare_guides_tabulates_cost_and_quality():
         scaling.compare_guides(
             jax.random.key(0), model, {"bad": None}, x, y, x, y, num_steps=10
         )
+
+
+# --------------------------------------------------------------------------
+# Several processes
+
+
+def test_free_port_can_be_bound():
+    import socket
+
+    port = scaling.free_port()
+    assert 0 < port < 65536
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_run_processes_gives_each_process_its_id_and_one_coordinator(tmp_path):
+    script = tmp_path / "echo.py"
+    script.write_text(
+        "import json, os\n"
+        "keys = ['PROCESS_ID', 'NUM_PROCESSES', 'COORDINATOR_ADDRESS', 'EXTRA']\n"
+        "print(json.dumps({k: os.environ[k] for k in keys}))\n"
+    )
+    outs = [
+        json.loads(out)
+        for out in scaling.run_processes(script, 3, env={"EXTRA": "x"}, timeout=60)
+    ]
+    assert [o["PROCESS_ID"] for o in outs] == ["0", "1", "2"]
+    assert {o["NUM_PROCESSES"] for o in outs} == {"3"}
+    assert {o["EXTRA"] for o in outs} == {"x"}
+    (address,) = {o["COORDINATOR_ADDRESS"] for o in outs}
+    host, port = address.split(":")
+    assert host == "127.0.0.1" and int(port) > 0
+
+
+def test_run_processes_reports_a_failure_and_a_timeout(tmp_path):
+    failing = tmp_path / "fail.py"
+    failing.write_text(
+        "import os, sys\n"
+        "if os.environ['PROCESS_ID'] == '1':\n"
+        "    sys.exit('process one gives up')\n"
+    )
+    with pytest.raises(RuntimeError, match=r"process 1 (?s:.*)process one gives up"):
+        scaling.run_processes(failing, 2, timeout=60)
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time; time.sleep(30)\n")
+    with pytest.raises(RuntimeError, match="longer than"):
+        scaling.run_processes(slow, 1, timeout=1)
+
+
+def test_run_processes_rejects_bad_input(tmp_path):
+    script = tmp_path / "ok.py"
+    script.write_text("pass\n")
+    with pytest.raises(ValueError, match="script"):
+        scaling.run_processes(tmp_path / "missing.py")
+    with pytest.raises(ValueError, match="num_processes"):
+        scaling.run_processes(script, 0)
+    with pytest.raises(TypeError, match="env"):
+        scaling.run_processes(script, env={"A": 1})
+    with pytest.raises(ValueError, match="timeout"):
+        scaling.run_processes(script, timeout=0)
+
+
+@pytest.mark.slow
+def test_run_processes_joins_two_jax_processes(tmp_path):
+    # Each process holds its own half of a global array; a compiled sum over
+    # all of it sees both halves (JAX does the communication).
+    script = tmp_path / "join.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            os.environ["JAX_PLATFORMS"] = "cpu"
+            import jax, jax.numpy as jnp, numpy as np
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+            jax.distributed.initialize(
+                coordinator_address=os.environ["COORDINATOR_ADDRESS"],
+                num_processes=int(os.environ["NUM_PROCESSES"]),
+                process_id=int(os.environ["PROCESS_ID"]),
+            )
+            mesh = Mesh(np.array(jax.devices()), ("batch",))
+            local = np.full(3, 1.0 + jax.process_index(), np.float32)
+            x = jax.make_array_from_process_local_data(
+                NamedSharding(mesh, PartitionSpec("batch")), local, (6,)
+            )
+            total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec()))(x)
+            print(jax.process_count(), float(total.addressable_data(0)))
+            """
+        )
+    )
+    outs = scaling.run_processes(script, 2, timeout=300)
+    # 3 x 1.0 from process 0 and 3 x 2.0 from process 1, seen by both (the
+    # last line: Gloo, JAX's CPU collectives, prints to stdout too)
+    last = [out.strip().splitlines()[-1].split() for out in outs]
+    assert last == [["2", "9.0"], ["2", "9.0"]]
