@@ -222,9 +222,9 @@ def main() -> None:
     print(f"baseline process (no prediction): peak RSS {base:,.0f} MiB")
     print(
         "largest difference from the one-shot output, over all batch sizes: "
-        f"{max_diff:.1e}; Predictive default and parallel=True: "
+        f"{max_diff:.1e} (probabilities in [0, 1]; float32 rounding only); "
+        "Predictive default and parallel=True: "
         + ", ".join(f"{results[c]['max_abs_diff']:.1e}" for c in PREDICTIVE)
-        + " (probabilities in [0, 1]; float32 rounding only)"
     )
     header = (
         f"{'method (batch_size)':>26} {'peak RSS':>10} {'above base':>11} {'mem ratio':>10} "
