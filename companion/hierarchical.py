@@ -42,9 +42,11 @@ from companion.streaming import batch_plate
 
 __all__ = [
     "Data",
+    "Grade",
     "Posterior",
     "SufficientStatistics",
     "exact_posterior",
+    "grade",
     "mean_field_optimum",
     "model",
     "simulate",
@@ -292,6 +294,101 @@ def mean_field_optimum(posterior: Posterior) -> dict[str, np.ndarray]:
         "group_effect_auto_loc": posterior.group_mean,
         "group_effect_auto_scale": 1.0 / np.sqrt(posterior.group_precision),
     }
+
+
+class Grade(NamedTuple):
+    """How far a fitted mean-field Gaussian is from the best one
+    (:func:`grade`). Used in chapter 8.
+
+    Attributes:
+        coef_error: each coefficient's location error, in exact posterior
+            standard deviations.
+        coef_ratio: each coefficient's scale over the best mean-field scale.
+        group_error: each group level's location error, in posterior sds.
+        group_ratio: each group level's scale over the best mean-field scale.
+        excess_kl: ``KL(q || p) - KL(q* || p)`` in nats, with ``q*`` the best
+            mean-field Gaussian: zero only at ``q*``; a location ``k``
+            posterior sds off costs about ``k^2 / 2``.
+    """
+
+    coef_error: Float[np.ndarray, " num_features"]
+    coef_ratio: Float[np.ndarray, " num_features"]
+    group_error: Float[np.ndarray, " num_groups"]
+    group_ratio: Float[np.ndarray, " num_groups"]
+    excess_kl: float
+
+
+def grade(
+    params: dict[str, Any],
+    stats: SufficientStatistics,
+    posterior: Posterior,
+    *,
+    noise_scale: float = 1.0,
+    coef_scale: float = 1.0,
+) -> Grade:
+    """Grade a fitted ``AutoNormal`` (its ``params``: ``coef_auto_loc``,
+    ``coef_auto_scale``, ``group_effect_auto_loc``,
+    ``group_effect_auto_scale``) against the exact answer: errors per
+    parameter, and the excess KL over the best mean-field Gaussian, exact for
+    this Gaussian posterior,
+
+        KL(q || p) - KL(q* || p) = 1/2 [sum_j (t_j - 1 - log t_j) + d^T L d],
+
+    with ``t_j = L_jj s_j^2`` (``s`` the fitted scales), ``d`` the location
+    errors and ``L`` the posterior precision, used through its blocks.
+    ``posterior`` must be :func:`exact_posterior` of ``stats`` with the same
+    ``noise_scale`` and ``coef_scale`` (its group scale is in it already).
+
+    Used in chapter 8.
+    """
+    if not isinstance(stats, SufficientStatistics):
+        raise TypeError(
+            f"stats must be SufficientStatistics, got {type(stats).__name__}"
+        )
+    if not isinstance(posterior, Posterior):
+        raise TypeError(
+            f"posterior must be a Posterior, got {type(posterior).__name__}"
+        )
+    for name, value in [("noise_scale", noise_scale), ("coef_scale", coef_scale)]:
+        _check_positive(name, value)
+    keys = [
+        "coef_auto_loc",
+        "coef_auto_scale",
+        "group_effect_auto_loc",
+        "group_effect_auto_scale",
+    ]
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(f"params must hold AutoNormal's {keys}; missing {missing}")
+    optimum = mean_field_optimum(posterior)
+    loc = {k: np.asarray(params[k], np.float64) for k in keys}
+    delta_coef = loc["coef_auto_loc"] - optimum["coef_auto_loc"]
+    delta_group = loc["group_effect_auto_loc"] - optimum["group_effect_auto_loc"]
+    if delta_coef.shape != posterior.coef_mean.shape or (
+        delta_group.shape != posterior.group_mean.shape
+    ):
+        raise ValueError(
+            "params' shapes do not match the posterior: coef "
+            f"{delta_coef.shape} vs {posterior.coef_mean.shape}, groups "
+            f"{delta_group.shape} vs {posterior.group_mean.shape}"
+        )
+    coef_ratio = loc["coef_auto_scale"] / optimum["coef_auto_scale"]
+    group_ratio = loc["group_effect_auto_scale"] / optimum["group_effect_auto_scale"]
+    s2 = noise_scale**2
+    a = np.eye(len(delta_coef)) / coef_scale**2 + stats.xtx / s2
+    quadratic = (
+        delta_coef @ a @ delta_coef
+        + 2 * delta_coef @ (stats.x_sum.T / s2) @ delta_group
+        + np.sum(posterior.group_precision * delta_group**2)
+    )
+    t = np.concatenate([coef_ratio, group_ratio]) ** 2
+    return Grade(
+        coef_error=delta_coef / posterior.coef_sd,
+        coef_ratio=coef_ratio,
+        group_error=delta_group / posterior.group_sd,
+        group_ratio=group_ratio,
+        excess_kl=float(0.5 * (np.sum(t - 1 - np.log(t)) + quadratic)),
+    )
 
 
 def _check_positive(name: str, value: Any) -> None:

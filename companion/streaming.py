@@ -124,7 +124,8 @@ class StreamingResult(NamedTuple):
         epochs_run: epochs run so far, counting ``start_epoch``.
         seconds: wall time of the steps of this call (after set-up: the first
             compilation and `svi.init`).
-        setup_seconds: wall time of `svi.init` and the first compilation.
+        setup_seconds: wall time of `svi.init` and compilation (of the full
+            chunks and, when the steps do not divide evenly, the last one).
     """
 
     params: dict[str, Any]
@@ -332,7 +333,12 @@ def fit(
         jnp.zeros((), jnp.int32),
     )
     runner = _Runner(svi, num_data, static, averaging)
-    runner.compiled(carry, first, dynamic)
+    for length in sorted(set(chunk_lengths)):  # the last chunk may be shorter
+        shaped = tuple(
+            jax.ShapeDtypeStruct((length, *x.shape[1:]), x.dtype, sharding=x.sharding)
+            for x in first
+        )
+        runner.compiled(carry, shaped, dynamic)
     setup_seconds = time.perf_counter() - start
 
     losses, step = [], 0

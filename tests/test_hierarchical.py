@@ -149,3 +149,51 @@ def test_bad_input_is_rejected(small):
         hierarchical.exact_posterior((1, 2))
     with pytest.raises(TypeError, match="posterior"):
         hierarchical.mean_field_optimum({})
+
+
+def _kl_diag_to_dense(mu, s, mean, cov):
+    """KL(N(mu, diag(s^2)) || N(mean, cov)), dense reference."""
+    precision = np.linalg.inv(cov)
+    d = mu - mean
+    return 0.5 * (
+        np.sum(np.diag(precision) * s**2)
+        + d @ precision @ d
+        - len(mu)
+        + np.linalg.slogdet(cov)[1]
+        - np.sum(np.log(s**2))
+    )
+
+
+def test_grade_is_the_exact_excess_kl_over_the_best_mean_field_guide(small):
+    data, g = small
+    scales = dict(noise_scale=0.8, coef_scale=2.0)
+    stats = hierarchical.sufficient_statistics(data.x, data.group, data.y, g)
+    post = hierarchical.exact_posterior(stats, group_scale=0.3, **scales)
+    best = hierarchical.mean_field_optimum(post)
+    zero = hierarchical.grade(best, stats, post, **scales)
+    assert abs(zero.excess_kl) < 1e-9
+    np.testing.assert_allclose(zero.coef_ratio, 1.0)
+    rng = np.random.default_rng(0)
+    fitted = {
+        k: v * np.exp(0.2 * rng.standard_normal(v.shape))
+        if "scale" in k
+        else v + 0.1 * rng.standard_normal(v.shape)
+        for k, v in best.items()
+    }
+    graded = hierarchical.grade(fitted, stats, post, **scales)
+    mean, cov, _ = _dense_posterior(data, g, 0.8, 2.0, 0.3)
+    mu = np.concatenate([fitted["coef_auto_loc"], fitted["group_effect_auto_loc"]])
+    s = np.concatenate([fitted["coef_auto_scale"], fitted["group_effect_auto_scale"]])
+    s_best = np.concatenate([best["coef_auto_scale"], best["group_effect_auto_scale"]])
+    expected = _kl_diag_to_dense(mu, s, mean, cov) - _kl_diag_to_dense(
+        mean, s_best, mean, cov
+    )
+    np.testing.assert_allclose(graded.excess_kl, expected, rtol=1e-8)
+    d = data.x.shape[1]
+    np.testing.assert_allclose(
+        graded.group_error, (mu[d:] - mean[d:]) / np.sqrt(np.diag(cov))[d:], rtol=1e-9
+    )
+    with pytest.raises(ValueError, match="missing"):
+        hierarchical.grade({"coef_auto_loc": 0}, stats, post)
+    with pytest.raises(ValueError, match="shapes"):
+        hierarchical.grade({**best, "coef_auto_loc": np.zeros(5)}, stats, post)

@@ -374,3 +374,22 @@ def test_two_processes_match_one_process(one_device, tmp_path):
         _assert_same_fit(one_device, r)
     # Each process gathered only its half of every batch of 200 rows.
     assert [r["rows"] for r in results] == [[0, 100], [100, 200]]
+
+
+def test_a_shorter_last_chunk_is_compiled_during_set_up():
+    """50 steps in chunks of 7 end with a chunk of 1: both programs are
+    compiled before the run starts, so ``seconds`` times only the run."""
+    y = np.random.default_rng(0).normal(size=1_000).astype(np.float32)
+    svi = SVI(normal_model, normal_guide, optax.adam(0.05), Trace_ELBO())
+    result = streaming.fit(
+        svi,
+        jax.random.key(0),
+        (y,),
+        batch_size=20,
+        num_epochs=1,
+        progress_bar=False,
+        steps_per_chunk=7,
+    )
+    lengths = sorted(sig[2][-1][0][0] for sig in streaming._CACHE[svi])
+    assert result.losses.shape == (50,)
+    assert lengths == [1, 7]
