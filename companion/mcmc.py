@@ -19,7 +19,8 @@ timed runs that keep compilation apart from computation.
   :func:`companion.predictive.predict`.
 
 Introduced in chapter 3 (Gamma recovery, NUTS as the reference); used in
-chapter 7 (SVI vs MCMC) and chapter 8 (scaling).
+chapter 7 (SVI vs MCMC), chapter 8 (a hierarchical model at scale) and
+chapter 9 (scaling).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ ChainMethod = Literal["sequential", "parallel", "vectorized"]
 
 class Timing(NamedTuple):
     """Wall-clock seconds of one timed run (see :func:`timed_nuts`,
-    :func:`timed_svi`). Used in chapters 7 and 8.
+    :func:`timed_svi`). Used in chapters 7 and 9.
 
     Attributes:
         setup_s: tracing, compiling and initialising: paid once per model,
@@ -97,12 +98,12 @@ def run_nuts(
     ArviZ ``InferenceData`` with ``posterior``, ``sample_stats`` and
     ``observed_data`` groups (``chain`` × ``draw`` dimensions).
 
-    ``chain_method="parallel"`` runs one chain per device (see chapter 8 for
+    ``chain_method="parallel"`` runs one chain per device (see chapter 9 for
     several devices); with fewer devices than chains NumPyro falls back to
     sequential chains. ``max_tree_depth`` caps a trajectory at
     ``2**max_tree_depth - 1`` leapfrog steps (NumPyro's default, 10).
 
-    Used in chapter 3 (reference posterior) and chapters 7 and 8.
+    Used in chapter 3 (reference posterior) and chapters 7, 8 and 9.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
@@ -336,7 +337,7 @@ def timed_svi(
         returns (``params``, ``state``, ``losses``: the loss, negative ELBO, of
         every step).
 
-    Used in chapters 7 and 8.
+    Used in chapters 7 and 9.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, optax

@@ -14,7 +14,7 @@ far a *calibrated* model's reliability curve and expected calibration error
 would stray on the same inputs (labels resampled from the predictions),
 with a bootstrap interval for the observed error.
 
-Used in chapter 6 (introduced), and in chapters 7 and 8.
+Used in chapter 6 (introduced), and in chapters 7 and 9.
 """
 
 from __future__ import annotations

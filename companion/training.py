@@ -16,7 +16,7 @@ predictive density of the validation data under the guide,
 :func:`log_predictive_density` with ``num_lpd_samples`` draws, computed inside
 the same compiled chunk.
 
-Introduced in chapter 5 (BNN inference); used in chapters 3, 7 and 8.
+Introduced in chapter 5 (BNN inference); used in the primer and chapters 3, 6, 7 and 9.
 """
 
 from __future__ import annotations
@@ -64,12 +64,12 @@ _LPD_STREAM = 0x4C5044  # "LPD"
 
 class NonFiniteLossWarning(RuntimeWarning):
     """Warned when :func:`fit` stops because the loss became NaN or infinite;
-    :func:`fit` is used in chapters 3, 5, 6 and 8."""
+    :func:`fit` is used in chapters 3, 5, 6 and 9."""
 
 
 class FitResult(NamedTuple):
     """What :func:`fit` returns; the first three fields match `SVIRunResult`.
-    Used in chapters 3, 5, 6 and 8.
+    Used in chapters 3, 5, 6 and 9.
 
     Attributes:
         params: the constrained parameters: the best by validation loss when
@@ -372,7 +372,7 @@ def fit(
     With ``stable_update=True`` non-finite steps are skipped instead (NumPyro's
     `stable_update`) and the run goes on.
 
-    Used in chapter 5 (introduced), chapters 3, 7 and 8.
+    Used in chapter 5 (introduced), the primer, chapters 3, 6, 7 and 9.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, optax
