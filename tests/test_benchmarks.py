@@ -1,6 +1,7 @@
 """The benchmark scripts run as real programs, with tiny arguments, so they
 cannot rot between the runs recorded in benchmarks/README.md."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ def _run_benchmark(script: str, *args: str) -> str:
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1_200,  # several fresh JAX processes; generous for a busy machine
         check=False,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
@@ -61,3 +62,38 @@ def test_bench_predictive_runs_and_batches_agree():
     assert rows[-2:] == ["all", "5"], out
     difference = float(out.split("over all batch sizes: ")[1].split()[0])
     assert difference < 1e-5
+
+
+@pytest.mark.slow
+def test_bench_streaming_runs_and_records_its_settings(tmp_path):
+    record = tmp_path / "streaming.csv"
+    out = _run_benchmark(
+        "bench_streaming.py",
+        *("--rows", "4000", "--batch-size", "500", "--groups", "20"),
+        *("--limit-steps", "4", "--repeats", "1", "--record", str(record)),
+    )
+    assert "batch 500 rows, 20 groups" in out
+    rows = list(csv.DictReader(record.open()))
+    assert len(rows) == 1 and int(rows[0]["num_rows"]) == 4000
+    assert float(rows[0]["rows_per_s"]) > 0 and float(rows[0]["limit_rows_per_s"]) > 0
+
+
+def test_recorded_streaming_results_match_the_benchmark_settings():
+    """The table chapter 8 shows was made by bench_streaming.py with its
+    default settings (rerun it with --record to refresh it)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_streaming
+    finally:
+        sys.path.pop(0)
+    defaults = bench_streaming.DEFAULTS
+    path = ROOT / "benchmarks" / "results" / "streaming.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == bench_streaming.COLUMNS
+    assert [int(r["num_rows"]) for r in rows] == defaults["rows"]
+    for row in rows:
+        assert int(row["batch_size"]) == defaults["batch_size"]
+        assert int(row["num_groups"]) == defaults["groups"]
+        assert int(row["epochs"]) == defaults["epochs"]
+        ratio = float(row["rows_per_s"]) / float(row["limit_rows_per_s"])
+        assert abs(ratio - float(row["ratio_to_limit"])) < 1e-9
