@@ -73,7 +73,8 @@ def test_bench_streaming_runs_and_records_its_settings(tmp_path):
         *("--limit-steps", "4", "--repeats", "1", "--record", str(record)),
     )
     assert "batch 500 rows, 20 groups" in out
-    rows = list(csv.DictReader(record.open()))
+    with record.open() as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 1 and int(rows[0]["num_rows"]) == 4000
     assert float(rows[0]["rows_per_s"]) > 0 and float(rows[0]["limit_rows_per_s"]) > 0
 
@@ -88,7 +89,8 @@ def test_recorded_streaming_results_match_the_benchmark_settings():
         sys.path.pop(0)
     defaults = bench_streaming.DEFAULTS
     path = ROOT / "benchmarks" / "results" / "streaming.csv"
-    rows = list(csv.DictReader(path.open()))
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
     assert list(rows[0]) == bench_streaming.COLUMNS
     assert [int(r["num_rows"]) for r in rows] == defaults["rows"]
     for row in rows:
