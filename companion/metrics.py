@@ -300,8 +300,9 @@ def reliability_curve(
     nf, kf = n[filled], k[filled]
     centre = (kf + z**2 / 2) / (nf + z**2)
     half = z / (nf + z**2) * np.sqrt(kf * (nf - kf) / nf + z**2 / 4)
-    lower[filled] = np.clip(centre - half, 0.0, 1.0)
-    upper[filled] = np.clip(centre + half, 0.0, 1.0)
+    # exact ends where the share is 0 or 1 (rounding may leave ±1e-17 there)
+    lower[filled] = np.where(kf == 0, 0.0, np.clip(centre - half, 0.0, 1.0))
+    upper[filled] = np.where(kf == nf, 1.0, np.clip(centre + half, 0.0, 1.0))
     return ReliabilityCurve(*bins, lower=lower, upper=upper, level=float(level))
 
 

@@ -165,6 +165,11 @@ def test_wilson_interval_at_the_ends_and_its_coverage():
     assert none.lower[0] == 0.0 and np.isclose(none.upper[0], z2 / (20 + z2))
     every = metrics.reliability_curve(y1, p, num_bins=1)
     assert every.upper[0] == 1.0 and np.isclose(every.lower[0], 20 / (20 + z2))
+    # exactly, for any count: the interval always contains the share
+    for n in range(1, 60):
+        for labels in (np.zeros(n, int), np.ones(n, int)):
+            c = metrics.reliability_curve(labels, np.full(n, 0.5), 1, level=0.95)
+            assert c.lower[0] <= c.prob_true[0] <= c.upper[0]
     # exact coverage of the true share, summed over the binomial outcomes
     n, share, level = 40, 0.3, 0.9
     covered = []
