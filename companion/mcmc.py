@@ -358,13 +358,7 @@ def timed_svi(
     _check_count("num_steps", num_steps)
     dynamic, rebuild = _split_static(args, kwargs)
 
-    def run(state, dynamic):
-        call_args, call_kwargs = rebuild(dynamic)
-        return lax.scan(
-            lambda s, _: svi.update(s, *call_args, **call_kwargs),
-            state,
-            length=num_steps,
-        )
+    run = _svi_scan(svi, num_steps, rebuild)
 
     start = time.perf_counter()
     state = svi.init(rng_key, *args, **kwargs)
@@ -425,13 +419,7 @@ def timed_svi_fits(
     _check_count("num_fits", num_fits)
     dynamic, rebuild = _split_static(args, kwargs)
 
-    def run(state, dynamic):
-        call_args, call_kwargs = rebuild(dynamic)
-        return lax.scan(
-            lambda s, _: svi.update(s, *call_args, **call_kwargs),
-            state,
-            length=num_steps,
-        )
+    run = _svi_scan(svi, num_steps, rebuild)
 
     start = time.perf_counter()
     states = [
@@ -540,6 +528,21 @@ def flatten_draws(
 
 # --------------------------------------------------------------------------
 # Helpers.
+
+
+def _svi_scan(svi: SVI, num_steps: int, rebuild: Callable) -> Callable:
+    """``run(state, dynamic)``: ``num_steps`` SVI steps as one ``lax.scan``,
+    the traced arrays merged back into the model's arguments by ``rebuild``."""
+
+    def run(state, dynamic):
+        call_args, call_kwargs = rebuild(dynamic)
+        return lax.scan(
+            lambda s, _: svi.update(s, *call_args, **call_kwargs),
+            state,
+            length=num_steps,
+        )
+
+    return run
 
 
 def _split_static(
