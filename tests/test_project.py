@@ -42,10 +42,12 @@ def test_book_profile_lists_existing_files_and_every_chapter() -> None:
     assert "html" in book["format"]
     listed = book["book"]["chapters"]
     assert listed[0] == "index.qmd"
-    for entry in listed:
+    appendices = book["book"].get("appendices", [])
+    for entry in listed + appendices:
         assert (ROOT / entry).is_file(), f"_quarto-book.yml lists missing {entry}"
-    chapter_entries = [e for e in listed if e.startswith("chapters/")]
-    assert chapter_entries == [str(p.relative_to(ROOT)) for p in CHAPTERS]
+    chapter_entries = [e for e in listed + appendices if e.startswith("chapters/")]
+    assert sorted(chapter_entries) == [str(p.relative_to(ROOT)) for p in CHAPTERS]
+    assert len(set(chapter_entries)) == len(chapter_entries)
 
 
 def test_slides_profile_renders_the_chapters_as_revealjs() -> None:
