@@ -1,0 +1,364 @@
+--[[
+slides.lua: turns a chapter written for reading into a deck a presenter can use.
+
+Used by the slides profile only (_quarto-slides.yml), on every deck. The
+chapters are written as prose for readers; on a 1050x700 reveal.js canvas
+that prose overflows. The rule this filter applies, the same for every
+chapter, so that no chapter needs a second copy of itself:
+
+  * prose goes to the speaker notes: paragraphs, long lists and quotes,
+    and the computed sentences of hidden cells, become the notes of the
+    slide they belong to (the presenter's script); existing `.notes`
+    blocks join them;
+  * the slide keeps what is shown: figures, display equations (taken out
+    of their paragraph), short lists, short code listings and narrow
+    tables; a figure gets a slide of its own (a section with several
+    figures becomes several slides under the same title);
+  * code cells show no code unless the cell asks for it with
+    `#| classes: slide-code` (a deliberate snippet); printed output is
+    dropped; tables wider than MAX_TABLE_COLUMNS columns stay in the book;
+  * exercises show the question's bold title, not the question's text
+    (it goes to the notes) nor the collapsed hint callouts (dropped);
+  * anything inside `::: {.content-visible when-format="revealjs"}` is
+    slide content written for the slides and is kept as it is.
+
+Only the chapters (.ipynb) are restructured; a deck written as slides
+(slides/talk.qmd) is left as written, except that its hints are dropped
+too.
+
+The filter runs on the executed document, so a deck looks the same whether
+it was rendered alone or after the book (whose frozen results it reuses).
+--]]
+
+local MAX_LIST_ITEMS = 6
+local MAX_LIST_WORDS = 60
+local MAX_CODE_LINES = 14
+local MAX_TABLE_COLUMNS = 7
+local MAX_TABLE_ROWS = 10
+
+local function is_revealjs()
+  return quarto.doc.is_format("revealjs")
+end
+
+local function has_class(el, name)
+  return el.classes ~= nil and el.classes:includes(name)
+end
+
+local function custom_type(el)
+  if el.t ~= "Div" or el.attributes == nil then
+    return nil
+  end
+  return el.attributes["__quarto_custom_type"]
+end
+
+local function word_count(blocks)
+  local n = 0
+  for _ in pandoc.utils.stringify(blocks):gmatch("%S+") do
+    n = n + 1
+  end
+  return n
+end
+
+local function contains(el, predicate)
+  local found = false
+  local function check(x)
+    if predicate(x) then
+      found = true
+    end
+  end
+  pandoc.walk_block(pandoc.Div({ el }), {
+    Image = check,
+    Div = check,
+    Table = check,
+    Math = check,
+  })
+  return found
+end
+
+local function is_figure(el)
+  return contains(el, function(x)
+    if x.t == "Image" then
+      return true
+    end
+    return x.t == "Div" and custom_type(x) == "FloatRefTarget" and contains_image(x)
+  end)
+end
+
+function contains_image(el)
+  local found = false
+  pandoc.walk_block(el, {
+    Image = function()
+      found = true
+    end,
+  })
+  return found
+end
+
+local function table_fits(tbl)
+  local columns = #tbl.colspecs
+  local rows = 0
+  for _, body in ipairs(tbl.bodies) do
+    rows = rows + #body.body
+  end
+  return columns <= MAX_TABLE_COLUMNS and rows <= MAX_TABLE_ROWS
+end
+
+local function tables_fit(el)
+  local ok = true
+  pandoc.walk_block(pandoc.Div({ el }), {
+    Table = function(tbl)
+      if not table_fits(tbl) then
+        ok = false
+      end
+    end,
+  })
+  return ok
+end
+
+local function has_table(el)
+  local found = false
+  pandoc.walk_block(pandoc.Div({ el }), {
+    Table = function()
+      found = true
+    end,
+  })
+  return found
+end
+
+-- First sentence of a caption (the rest goes to the notes).
+local function shorten_caption(inlines)
+  local words = 0
+  for i, x in ipairs(inlines) do
+    if x.t == "Str" then
+      words = words + 1
+      if words >= 4 and x.text:match("[.:]$") and inlines[i + 1] ~= nil and inlines[i + 1].t ~= "Str" then
+        local short = pandoc.List()
+        for j = 1, i do
+          short:insert(inlines[j])
+        end
+        return short, true
+      end
+    end
+  end
+  return inlines, false
+end
+
+-- A cell on a slide: code only when asked for, no printed output, figures
+-- and narrow tables kept, computed prose returned as notes.
+local function cell_for_slide(cell)
+  local keep_code = has_class(cell, "slide-code")
+  local kept = pandoc.List()
+  local notes = pandoc.List()
+  for _, block in ipairs(cell.content) do
+    if block.t == "CodeBlock" and has_class(block, "cell-code") then
+      if keep_code then
+        kept:insert(block)
+      end
+    elseif block.t == "Div" and (has_class(block, "cell-output-stdout") or has_class(block, "cell-output-stderr")) then
+      -- printed output stays in the book
+    elseif block.t == "Div" and has_class(block, "cell-output-markdown") and not contains_image(block) then
+      notes:extend(block.content)
+    elseif has_table(block) and not contains_image(block) then
+      if tables_fit(block) then
+        kept:insert(block)
+      end
+    else
+      kept:insert(block)
+    end
+  end
+  if #kept == 0 then
+    return nil, notes
+  end
+  cell.content = kept
+  return cell, notes
+end
+
+local function display_math(para)
+  local out = pandoc.List()
+  for _, x in ipairs(para.content) do
+    if x.t == "Math" and x.mathtype == "DisplayMath" then
+      out:insert(pandoc.Para({ x }))
+    end
+  end
+  return out
+end
+
+local function list_fits(list)
+  return #list.content <= MAX_LIST_ITEMS and word_count(list.content) <= MAX_LIST_WORDS
+end
+
+-- A list item that opens with a bold title ("**Laplace in a hurry.** ...")
+-- shows the title on the slide; the whole item is in the notes.
+local function titles_only(list)
+  local titled = pandoc.List()
+  for _, item in ipairs(list.content) do
+    local first = item[1]
+    if first == nil or (first.t ~= "Para" and first.t ~= "Plain") or first.content[1] == nil or first.content[1].t ~= "Strong" then
+      return nil
+    end
+    titled:insert({ pandoc.Plain({ first.content[1] }) })
+  end
+  if list.t == "OrderedList" then
+    return pandoc.OrderedList(titled, list.listAttributes)
+  end
+  return pandoc.BulletList(titled)
+end
+
+-- One block of a section: what stays on the slide, what goes to the notes.
+local function triage(block)
+  local t = block.t
+  if t == "Para" or t == "Plain" then
+    return display_math(block), pandoc.List({ block })
+  elseif t == "BulletList" or t == "OrderedList" then
+    if list_fits(block) then
+      return pandoc.List({ block }), pandoc.List()
+    end
+    local titled = titles_only(block)
+    return titled and pandoc.List({ titled }) or pandoc.List(), pandoc.List({ block })
+  elseif t == "BlockQuote" or t == "DefinitionList" or t == "LineBlock" then
+    return pandoc.List(), pandoc.List({ block })
+  elseif t == "CodeBlock" then
+    local _, lines = block.text:gsub("\n", "")
+    if lines + 1 <= MAX_CODE_LINES then
+      return pandoc.List({ block }), pandoc.List()
+    end
+    return pandoc.List(), pandoc.List()
+  elseif t == "Table" then
+    if table_fits(block) then
+      return pandoc.List({ block }), pandoc.List()
+    end
+    return pandoc.List(), pandoc.List()
+  elseif t == "Div" then
+    if has_class(block, "notes") then
+      return pandoc.List(), block.content
+    end
+    if has_class(block, "cell") then
+      local cell, notes = cell_for_slide(block)
+      return cell and pandoc.List({ cell }) or pandoc.List(), notes
+    end
+    return pandoc.List({ block }), pandoc.List()
+  end
+  return pandoc.List({ block }), pandoc.List()
+end
+
+local function new_slide(header)
+  return { header = header, kept = pandoc.List(), notes = pandoc.List(), figures = 0 }
+end
+
+local function continuation(header)
+  local copy = header:clone()
+  copy.identifier = ""
+  copy.classes = pandoc.List({ "unlisted" })
+  return copy
+end
+
+local function emit(slide, out)
+  if slide.header ~= nil then
+    out:insert(slide.header)
+  end
+  out:extend(slide.kept)
+  if #slide.notes > 0 then
+    out:insert(pandoc.Div(slide.notes, pandoc.Attr("", { "notes" })))
+  end
+end
+
+-- One section (a header and its blocks) becomes one or more slides: each
+-- figure on a slide of its own, under the section's title.
+local function section_to_slides(header, blocks, out)
+  local slides = pandoc.List({ new_slide(header) })
+  for _, block in ipairs(blocks) do
+    local current = slides[#slides]
+    local kept, notes = triage(block)
+    for _, k in ipairs(kept) do
+      if is_figure(k) then
+        if current.figures > 0 or #current.kept > 0 then
+          current = new_slide(header and continuation(header) or nil)
+          slides:insert(current)
+        end
+        current.figures = current.figures + 1
+      elseif current.figures > 0 then
+        current = new_slide(header and continuation(header) or nil)
+        slides:insert(current)
+      end
+      current.kept:insert(k)
+    end
+    current.notes:extend(notes)
+  end
+  for _, slide in ipairs(slides) do
+    emit(slide, out)
+  end
+end
+
+local function restructure(doc)
+  -- chapters only: a deck written as slides (slides/*.qmd) is left as written
+  if not is_revealjs() or not quarto.doc.input_file:match("%.ipynb$") then
+    return nil
+  end
+  local out = pandoc.List()
+  local header = nil
+  local section = pandoc.List()
+  local pending_notes = pandoc.List()
+  local started = false
+
+  local function flush()
+    if not started then
+      -- prose before the first slide title: the notes of the first slide
+      for _, block in ipairs(section) do
+        local kept, notes = triage(block)
+        if #kept > 0 then
+          out:extend(kept)
+        end
+        pending_notes:extend(notes)
+      end
+      return
+    end
+    if #pending_notes > 0 then
+      local notes = pandoc.Div(pending_notes, pandoc.Attr("", { "notes" }))
+      section:insert(1, notes)
+      pending_notes = pandoc.List()
+    end
+    section_to_slides(header, section, out)
+  end
+
+  for _, block in ipairs(doc.blocks) do
+    if block.t == "Header" and block.level <= 2 then
+      flush()
+      header = block
+      section = pandoc.List()
+      started = true
+    elseif block.t == "HorizontalRule" then
+      flush()
+      header = nil
+      section = pandoc.List()
+      started = true
+      out:insert(block)
+    else
+      section:insert(block)
+    end
+  end
+  flush()
+  doc.blocks = out
+  return doc
+end
+
+return {
+  {
+    -- exercise hints (collapsed callouts) stay in the book
+    Callout = function(callout)
+      if is_revealjs() and callout.collapse ~= nil and tostring(callout.collapse) == "true" then
+        return {}
+      end
+    end,
+    -- the same callout before Quarto has parsed it (plain pandoc)
+    Div = function(div)
+      if is_revealjs() and div.attributes["collapse"] == "true" then
+        for _, class in ipairs(div.classes) do
+          if class:match("^callout") then
+            return {}
+          end
+        end
+      end
+    end,
+  },
+  { Pandoc = restructure },
+}

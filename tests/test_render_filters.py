@@ -1,0 +1,274 @@
+"""The render set-up of the book and the decks, checked without Quarto.
+
+Quarto is not installed where the tests run; what it would do with our
+filters is checked by running them under pandoc (from ``pypandoc_binary``)
+with a stub of the two Quarto functions they call
+(``tests/filters/quarto_stub.lua``), and the profiles are checked as files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STUB = ROOT / "tests" / "filters" / "quarto_stub.lua"
+
+
+def _pandoc() -> str:
+    pypandoc = pytest.importorskip("pypandoc")
+    return pypandoc.get_pandoc_path()
+
+
+def run_filter(
+    markdown: str, filter_name: str, fmt: str, input_file: str = "ch.ipynb"
+) -> list:
+    """The pandoc AST (JSON blocks) of ``markdown`` after ``filters/<filter_name>``."""
+    env = {
+        **os.environ,
+        "STUB_FILTER": str(ROOT / "filters" / filter_name),
+        "STUB_FORMAT": fmt,
+        "STUB_INPUT": input_file,
+    }
+    out = subprocess.run(
+        [_pandoc(), "-f", "markdown", "-t", "json", f"--lua-filter={STUB}"],
+        input=markdown,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(out.stdout)["blocks"]
+
+
+def text(node) -> str:
+    """Every string in an AST fragment, joined: what a reader would read."""
+    if isinstance(node, dict):
+        if node.get("t") == "Str":
+            return node["c"]
+        if node.get("t") in ("Space", "SoftBreak"):
+            return " "
+        if node.get("t") == "Math":
+            return node["c"][1]
+        if node.get("t") == "CodeBlock":
+            return node["c"][1]
+        return text(node.get("c", []))
+    if isinstance(node, list):
+        return "".join(text(x) for x in node)
+    return ""
+
+
+def classes(block) -> list[str]:
+    return block["c"][0][1] if block["t"] in ("Div", "Header", "CodeBlock") else []
+
+
+def slides(blocks: list) -> list[dict]:
+    """Split top-level blocks at level-2 headers: title, shown blocks, notes text."""
+    out = []
+    for b in blocks:
+        if b["t"] == "Header" and b["c"][0] <= 2:
+            out.append({"title": text(b["c"][2]), "shown": [], "notes": ""})
+        elif out:
+            if b["t"] == "Div" and "notes" in classes(b):
+                out[-1]["notes"] += text(b)
+            else:
+                out[-1]["shown"].append(b)
+    return out
+
+
+CHAPTER = """
+Opening prose of the chapter.
+
+## The ELBO
+
+A long paragraph that explains the bound, with an equation
+$$\\log p(D) = \\mathrm{ELBO} + \\mathrm{KL}$$
+inside it.
+
+- a short
+- list
+
+::: {.notes}
+Ask the audience.
+:::
+
+::: {.cell}
+```{.python .cell-code}
+hidden_code = 1
+```
+
+::: {.cell-output .cell-output-display}
+![First figure.](one.png)
+:::
+:::
+
+::: {.cell}
+::: {.cell-output .cell-output-markdown}
+A computed sentence: 0.42.
+:::
+:::
+
+::: {.cell .slide-code}
+```{.python .cell-code}
+shown_code = 2
+```
+:::
+
+::: {.cell}
+```{.python .cell-code}
+print("x")
+```
+
+::: {.cell-output .cell-output-stdout}
+```
+printed text
+```
+:::
+:::
+
+::: {.cell}
+::: {.cell-output .cell-output-display}
+![Second figure.](two.png)
+:::
+:::
+
+## Exercises
+
+1. **Try a wider guide.** Then a long question that goes on and on about what
+   to change and what to look for, far too long for a slide, with many words in
+   it so that the list does not fit on the slide as it is, and more words: a
+   reader has time for all of this, a slide does not, so the words belong to
+   the presenter, who reads them in the notes while the audience sees titles.
+
+   ::: {.callout-tip collapse="true"}
+   ## Hint
+   The hint text.
+   :::
+
+2. **Second exercise.** Another question.
+"""
+
+
+@pytest.fixture(scope="module")
+def deck() -> list[dict]:
+    return slides(run_filter(CHAPTER, "slides.lua", "revealjs"))
+
+
+def test_slides_move_prose_to_notes_and_keep_equations(deck):
+    first = deck[0]
+    assert first["title"] == "The ELBO"
+    shown = text(first["shown"])
+    assert "long paragraph" not in shown
+    assert "long paragraph" in first["notes"]
+    assert "Opening prose" in first["notes"]  # prose before the first title
+    assert "Ask the audience" in first["notes"]
+    assert "\\log p(D)" in shown  # the display equation stays on the slide
+    assert "a short" in shown  # a short list stays
+
+
+def test_slides_show_code_only_when_asked_and_no_printed_output(deck):
+    shown = "".join(text(s["shown"]) for s in deck)
+    assert "hidden_code" not in shown
+    assert "shown_code" in shown
+    assert "printed text" not in shown
+    notes = "".join(s["notes"] for s in deck)
+    assert "A computed sentence: 0.42." in notes
+
+
+def test_slides_give_each_figure_its_own_slide_under_the_same_title(deck):
+    elbo = [s for s in deck if s["title"] == "The ELBO"]
+    images = [json.dumps(s["shown"]).count('"Image"') for s in elbo]
+    assert sorted(images) == [0, 0, 1, 1] or images.count(1) == 2
+    assert all(n <= 1 for n in images)
+
+
+def test_slides_show_exercise_titles_without_hints(deck):
+    ex = next(s for s in deck if s["title"] == "Exercises")
+    shown = text(ex["shown"])
+    assert "Try a wider guide." in shown and "Second exercise." in shown
+    assert "far too long" not in shown and "far too long" in ex["notes"]
+    everything = json.dumps(ex)
+    assert "The hint text" not in everything
+
+
+def test_slides_filter_leaves_the_book_and_handwritten_decks_alone():
+    book = run_filter(CHAPTER, "slides.lua", "html")
+    plain = subprocess.run(
+        [_pandoc(), "-f", "markdown", "-t", "json"],
+        input=CHAPTER,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert book == json.loads(plain.stdout)["blocks"]
+    talk = run_filter(CHAPTER, "slides.lua", "revealjs", input_file="talk.qmd")
+    assert "long paragraph" in text([b for b in talk if b["t"] == "Para"])
+    assert "The hint text" not in json.dumps(talk)  # hints are dropped everywhere
+
+
+def test_book_filter_removes_speaker_notes_only():
+    blocks = run_filter(CHAPTER, "book.lua", "html")
+    everything = text(blocks)
+    assert "Ask the audience" not in everything
+    assert "long paragraph" in everything and "The hint text" in everything
+    kept = run_filter(CHAPTER, "book.lua", "revealjs")
+    assert "Ask the audience" in text(kept)
+
+
+def _profile(name: str) -> dict:
+    return yaml.safe_load((ROOT / f"_quarto-{name}.yml").read_text())
+
+
+def test_profiles_register_the_filters_and_styles():
+    book, deck = _profile("book"), _profile("slides")
+    assert "filters/book.lua" in book["filters"]
+    assert "filters/slides.lua" in deck["filters"]
+    for profile, css in (
+        (book["format"]["html"], "book.css"),
+        (deck["format"]["revealjs"], "slides.css"),
+    ):
+        assert profile["css"] == css and (ROOT / css).is_file()
+    # both profiles execute with code echoed, so a deck reusing the book's
+    # frozen results looks the same as a deck rendered alone
+    assert deck["execute"]["echo"] is True
+    shared = yaml.safe_load((ROOT / "_quarto.yml").read_text())
+    assert shared["execute"].get("echo", True) is True
+
+
+def test_no_chapter_deck_scrolls():
+    # the talk deck has its own check in tests/test_talk.py
+    sources = [ROOT / "_quarto-slides.yml", ROOT / "_quarto.yml"]
+    sources += sorted((ROOT / "chapters").glob("*.ipynb")) + sorted(
+        (ROOT / "slides").glob("*.qmd")
+    )
+    for path in sources:
+        assert "scrollable" not in path.read_text(), path.name
+
+
+def test_renders_disable_progress_bars_and_tqdm_obeys():
+    env_file = (ROOT / "_environment").read_text().splitlines()
+    settings = dict(
+        line.split("=", 1) for line in env_file if line and not line.startswith("#")
+    )
+    assert settings["TQDM_DISABLE"] == "1"
+    code = "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass\n"
+    shown = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **settings},
+    )
+    assert shown.stderr == "" and shown.stdout == ""
+    live = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": ""},
+    )
+    assert "3/3" in live.stderr  # the same bar, without the setting, does print
