@@ -244,9 +244,7 @@ def test_profiles_register_the_filters_and_styles():
 def test_no_chapter_deck_scrolls():
     # the talk deck has its own check in tests/test_talk.py
     sources = [ROOT / "_quarto-slides.yml", ROOT / "_quarto.yml"]
-    sources += sorted((ROOT / "chapters").glob("*.ipynb")) + sorted(
-        (ROOT / "slides").glob("*.qmd")
-    )
+    sources += sorted((ROOT / "chapters").glob("*.ipynb"))
     for path in sources:
         assert "scrollable" not in path.read_text(), path.name
 
