@@ -1,0 +1,159 @@
+"""How long each chapter takes to run, cold and warm, and how much of it is
+compilation.
+
+Each chapter is executed top to bottom in a fresh Jupyter kernel (nbclient,
+as nbmake and Quarto do), twice:
+
+- **cold**: JAX's persistent compilation cache points at a new, empty
+  directory (``JAX_COMPILATION_CACHE_DIR``), so every program is compiled;
+- **warm**: the same chapter again in a new kernel with the cache the cold
+  run filled, as a reader's re-run or a re-render would find it.
+
+A cell prepended to the notebook (not saved) registers a listener on JAX's
+monitoring events and a cell appended at the end reports, for the kernel:
+the seconds spent tracing, lowering and compiling programs
+(``/jax/core/compile/*_duration``: XLA's backend compile is the bulk on a
+CPU) and the persistent cache's hits and misses. Wall time is measured
+around the whole execution (kernel start included).
+
+    python benchmarks/bench_book.py [--chapters 01 05] [--runs cold warm]
+        [--csv benchmarks/results/book.csv]
+
+Run it on a quiet machine: chapters use both cores. Record what it prints,
+with the machine, in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ROOT / "chapters"
+MARK = "BENCH_BOOK_RESULT "
+
+_LISTEN = """
+import jax.monitoring as _bench_monitoring
+_bench = {"trace": 0.0, "lower": 0.0, "compile": 0.0, "hits": 0, "misses": 0}
+_bench_durations = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+    "/jax/core/compile/backend_compile_duration": "compile",
+}
+
+def _bench_on_duration(event, duration, **kwargs):
+    if event in _bench_durations:
+        _bench[_bench_durations[event]] += duration
+
+def _bench_on_event(event, **kwargs):
+    if event == "/jax/compilation_cache/cache_hits":
+        _bench["hits"] += 1
+    elif event == "/jax/compilation_cache/cache_misses":
+        _bench["misses"] += 1
+
+_bench_monitoring.register_event_duration_secs_listener(_bench_on_duration)
+_bench_monitoring.register_event_listener(_bench_on_event)
+"""
+
+_REPORT = f"""
+import json as _bench_json
+print({MARK!r} + _bench_json.dumps(_bench))
+"""
+
+
+def run_chapter(path: Path, cache_dir: Path, timeout: int) -> dict:
+    """Execute one chapter in a fresh kernel; wall time and JAX's compile log."""
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(_LISTEN))
+    nb.cells.append(nbformat.v4.new_code_cell(_REPORT))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    start = time.perf_counter()
+    client.execute()
+    wall = time.perf_counter() - start
+    for output in nb.cells[-1].outputs:
+        text = output.get("text", "")
+        if MARK in text:
+            stats = json.loads(text.split(MARK, 1)[1])
+            break
+    else:
+        raise RuntimeError(f"{path.name}: the report cell printed nothing")
+    return {"wall_s": wall, **stats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--chapters", nargs="*", help="number prefixes, e.g. 01 05 (default: all)"
+    )
+    parser.add_argument(
+        "--runs", nargs="+", default=["cold", "warm"], choices=["cold", "warm"]
+    )
+    parser.add_argument("--timeout", type=int, default=1_800)
+    parser.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
+    args = parser.parse_args()
+
+    paths = sorted(CHAPTERS.glob("[0-9][0-9]-*.ipynb"))
+    if args.chapters:
+        paths = [p for p in paths if p.name[:2] in args.chapters]
+        if not paths:
+            parser.error(f"--chapters {args.chapters} matches no chapter")
+    print(
+        f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    )
+    header = f"{'chapter':34} {'run':5} {'wall s':>7} {'compile s':>9} {'share':>6} {'hits':>5} {'misses':>6}"
+    print(header)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in paths:
+            cache = Path(tmp) / path.stem  # empty until this chapter's cold run
+            for run in args.runs:
+                r = run_chapter(path, cache, args.timeout)
+                compile_s = r["trace"] + r["lower"] + r["compile"]
+                row = {
+                    "chapter": path.stem,
+                    "run": run,
+                    **r,
+                    "compile_total_s": compile_s,
+                }
+                rows.append(row)
+                print(
+                    f"{path.stem:34} {run:5} {r['wall_s']:7.1f} {compile_s:9.1f} "
+                    f"{compile_s / r['wall_s']:6.0%} {r['hits']:5d} {r['misses']:6d}",
+                    flush=True,
+                )
+    for run in args.runs:
+        total = sum(r["wall_s"] for r in rows if r["run"] == run)
+        print(f"{'book total':34} {run:5} {total:7.1f}")
+    if {"cold", "warm"} <= set(args.runs):
+        for path in paths:
+            cold, warm = (
+                next(r for r in rows if r["chapter"] == path.stem and r["run"] == k)
+                for k in ("cold", "warm")
+            )
+            print(f"{path.stem:34} warm/cold {warm['wall_s'] / cold['wall_s']:.2f}")
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with args.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
