@@ -36,12 +36,13 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array
 from numpyro.handlers import seed, trace
-from numpyro.infer import HMC, HMCECS, MCMC, NUTS, SVI, Predictive
-from numpyro.infer.autoguide import AutoGuide
+from numpyro.infer import HMC, HMCECS, MCMC, NUTS, SVI
 from numpyro.infer.svi import SVIRunResult
 
+from companion import predictive
 from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
+from companion._compile import split_static as _split_static
 
 with warnings.catch_warnings():
     # arviz 0.23 announces its 1.0 refactor at import; the book pins arviz < 1.0.
@@ -449,9 +450,11 @@ def svi_to_inference_data(
     layout of an MCMC run: a ``posterior`` group with dims ``chain`` ×
     ``draw`` × site shape, ``num_chains`` × ``num_samples`` independent draws.
 
-    NumPyro autoguides draw through their ``sample_posterior`` (the only way
-    that gives `AutoLaplaceApproximation` its Gaussian rather than the MAP
-    point); any other guide goes through `numpyro.infer.Predictive`.
+    The draws come from :func:`companion.predictive.sample_posterior` (with
+    the same key, the same draws): NumPyro autoguides draw through their
+    ``sample_posterior`` (the only way that gives `AutoLaplaceApproximation`
+    its Gaussian rather than the MAP point), any other guide goes through
+    `numpyro.infer.Predictive`.
     ``args``/``kwargs`` are what the guide is called with (the model's
     arguments); ``params`` are the variational parameters (``result.params``).
     Internal sites (names starting with ``_``) are dropped.
@@ -481,7 +484,9 @@ def svi_to_inference_data(
     _check_count("num_samples", num_samples)
     _check_count("num_chains", num_chains)
     total = num_samples * num_chains
-    draws = _draw_from_guide(rng_key, guide, params, total, args, kwargs)
+    draws = predictive.sample_posterior(
+        rng_key, guide, params, *args, num_samples=total, **kwargs
+    )
     posterior = {
         name: np.asarray(value).reshape(num_chains, num_samples, *value.shape[1:])
         for name, value in draws.items()
@@ -543,64 +548,6 @@ def _svi_scan(svi: SVI, num_steps: int, rebuild: Callable) -> Callable:
         )
 
     return run
-
-
-def _split_static(
-    args: tuple, kwargs: dict[str, Any]
-) -> tuple[list[Any], Callable[[list[Any]], tuple[tuple, dict[str, Any]]]]:
-    """Split the model's arguments into arrays (traced inputs of the compiled
-    program) and everything else (baked in); return the arrays and a function
-    that puts the arguments back together from (traced) arrays. The function
-    has a ``signature`` attribute: the structure and the baked-in values, for
-    caching compiled programs (``None`` when a baked-in value is unhashable)."""
-    leaves, treedef = jax.tree.flatten((args, kwargs))
-    is_array = [isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves]
-    dynamic = [leaf for leaf, a in zip(leaves, is_array, strict=True) if a]
-
-    def rebuild(arrays: list[Any]) -> tuple[tuple, dict[str, Any]]:
-        it = iter(arrays)
-        values = [
-            next(it) if a else leaf for leaf, a in zip(leaves, is_array, strict=True)
-        ]
-        return jax.tree.unflatten(treedef, values)
-
-    signature = (
-        treedef,
-        tuple(is_array),
-        tuple(None if a else leaf for leaf, a in zip(leaves, is_array, strict=True)),
-    )
-    try:
-        hash(signature)
-    except TypeError:
-        signature = None
-    rebuild.signature = signature  # type: ignore[attr-defined]
-    return dynamic, rebuild
-
-
-def _draw_from_guide(
-    rng_key: jax.Array,
-    guide: Callable[..., Any],
-    params: dict[str, Any],
-    num_samples: int,
-    args: tuple,
-    kwargs: dict[str, Any],
-) -> dict[str, Array]:
-    """``num_samples`` draws from a fitted guide, compiled: an autoguide's
-    ``sample_posterior`` (which gives `AutoLaplaceApproximation` its Gaussian
-    rather than the MAP point), any other guide through `Predictive`."""
-    dynamic, rebuild = _split_static(args, kwargs)
-
-    def draw(key, params, dynamic):
-        call_args, call_kwargs = rebuild(dynamic)
-        if isinstance(guide, AutoGuide):
-            return guide.sample_posterior(
-                key, params, *call_args, sample_shape=(num_samples,), **call_kwargs
-            )
-        return Predictive(guide, params=params, num_samples=num_samples)(
-            key, *call_args, **call_kwargs
-        )
-
-    return jax.jit(draw)(rng_key, params, dynamic)
 
 
 def _observed(

@@ -24,18 +24,18 @@ Used in chapter 6 (introduced) and chapter 9 (scaling).
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array
 from numpyro.infer import Predictive
+from numpyro.infer.autoguide import AutoGuide
 
 from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
+from companion._compile import cached_jit as _cached_jit
 
 __all__ = ["posterior_predictive", "predict", "sample_posterior"]
 
@@ -53,23 +53,65 @@ def sample_posterior(
     with a leading ``num_samples`` axis. ``args``/``kwargs`` are what the guide
     is called with (the model's arguments).
 
-    An autoguide (``AutoNormal``, ...) must have been set up on the observed
-    data before (``svi.init`` or ``svi.run`` does that): an autoguide first
-    called without ``y`` takes ``y`` for a latent variable.
+    The one way the package draws from a guide (:func:`posterior_predictive`,
+    `companion.mcmc.svi_to_inference_data` and
+    `companion.scaling.compare_guides` all come here). A NumPyro autoguide
+    draws through its own ``sample_posterior``: for most autoguides the same
+    distribution as running the guide, but `AutoLaplaceApproximation` runs as
+    a point mass at the MAP (what it trains) and samples its Gaussian only
+    there, so drawing by running the guide (`Predictive`) would give the MAP
+    point ``num_samples`` times. Only the model's latent sample sites are
+    returned (some autoguides add the model's deterministic sites, computed
+    on ``args``). Any other guide runs through `numpyro.infer.Predictive`,
+    which returns its sample sites.
 
-    Used in chapter 6.
+    An autoguide must have been set up on the observed data before
+    (``svi.init`` or ``svi.run`` does that): one first called without ``y``
+    takes ``y`` for a latent variable; an autoguide never set up is refused
+    with a ``ValueError``. For a Laplace guide the Gaussian's precision is
+    the Hessian on the data it was set up with, whatever ``args`` are.
+
+    The draws are bit-for-bit reproducible from ``rng_key``; one compiled
+    function per guide and settings is reused across calls.
+
+    Used in chapter 6 (through :func:`posterior_predictive`) and chapters 7
+    and 9.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist
+        >>> def guide():
+        ...     numpyro.sample("w", dist.Normal(numpyro.param("w_loc", 0.0), 0.1))
+        >>> draws = sample_posterior(
+        ...     jax.random.key(0), guide, {"w_loc": jnp.array(1.0)}, num_samples=4
+        ... )
+        >>> draws["w"].shape
+        (4,)
     """
     _check_key(rng_key)
     _check_count("num_samples", num_samples)
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict (svi_result.params), got {params!r}")
-
-    def draw(key, params, call_args, call_kwargs):
-        return Predictive(guide, params=params, num_samples=num_samples)(
-            key, *call_args, **call_kwargs
+    if not callable(guide):
+        raise TypeError(f"guide must be callable, got {type(guide).__name__}")
+    if isinstance(guide, AutoGuide) and guide.prototype_trace is None:
+        raise ValueError(
+            f"guide ({type(guide).__name__}) has not been set up: run svi.init "
+            "(or svi.run) on the observed data first, so that it knows the "
+            "model's latent sites"
         )
 
-    run = _compiled(guide, ("sample_posterior", num_samples), draw, args, kwargs)
+    def draw(key, params, call_args, call_kwargs):
+        if not isinstance(guide, AutoGuide):
+            return Predictive(guide, params=params, num_samples=num_samples)(
+                key, *call_args, **call_kwargs
+            )
+        draws = guide.sample_posterior(
+            key, params, *call_args, sample_shape=(num_samples,), **call_kwargs
+        )
+        latent = _latent_sites(guide)
+        return {name: value for name, value in draws.items() if name in latent}
+
+    run = _cached_jit(guide, ("sample_posterior", num_samples), draw, args, kwargs)
     return dict(run(rng_key, params))
 
 
@@ -147,7 +189,7 @@ def predict(
         return jax.lax.map(one_draw, (keys, samples), batch_size=batch_size)
 
     sites = None if return_sites is None else tuple(return_sites)
-    compiled = _compiled(model, ("predict", batch_size, sites), run, args, kwargs)
+    compiled = _cached_jit(model, ("predict", batch_size, sites), run, args, kwargs)
     keys = jax.random.split(rng_key, num_draws)
     return compiled(keys, dict(posterior_samples))
 
@@ -211,45 +253,11 @@ def posterior_predictive(
     )
 
 
-# One compiled function per (model or guide, settings, non-array arguments),
-# reused across calls: a chapter that predicts on the same inputs twice (a
-# second guide, a MAP fit) compiles once.
-_CACHE: weakref.WeakKeyDictionary[Any, dict[Hashable, Callable]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _compiled(
-    owner: Any,
-    settings: Hashable,
-    fn: Callable[..., Any],
-    args: tuple,
-    kwargs: dict[str, Any],
-) -> Callable[..., Any]:
-    """``fn(*leading, call_args, call_kwargs)`` compiled with the arrays among
-    ``args``/``kwargs`` as traced inputs and everything else baked in; returns
-    a function of the leading arguments only."""
-    leaves, treedef = jax.tree.flatten((args, kwargs))
-    is_array = tuple(isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves)
-    static = tuple(
-        None if a else leaf for a, leaf in zip(is_array, leaves, strict=True)
-    )
-    arrays = [leaf for a, leaf in zip(is_array, leaves, strict=True) if a]
-
-    def merged(*leading_and_arrays):
-        *leading, array_leaves = leading_and_arrays
-        it = iter(array_leaves)
-        values = [next(it) if a else v for a, v in zip(is_array, static, strict=True)]
-        call_args, call_kwargs = jax.tree.unflatten(treedef, values)
-        return fn(*leading, call_args, call_kwargs)
-
-    try:
-        key = (settings, treedef, is_array, static)
-        hash(key)
-        cache = _CACHE.setdefault(owner, {})
-    except TypeError:  # unhashable settings or arguments, or no weak reference
-        key, cache = None, {}
-    if key not in cache:
-        cache[key] = jax.jit(merged)
-    jitted = cache[key]
-    return lambda *leading: jitted(*leading, arrays)
+def _latent_sites(guide: AutoGuide) -> set[str]:
+    """The latent (unobserved sample) sites of the model an autoguide was set
+    up on."""
+    return {
+        name
+        for name, site in guide.prototype_trace.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }

@@ -32,8 +32,7 @@ import socket
 import subprocess
 import sys
 import warnings
-import weakref
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -52,6 +51,7 @@ from numpyro.infer.autoguide import AutoGuide
 from companion import bnn, mcmc, metrics, predictive, training
 from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
+from companion._compile import cached_jit as _cached_jit
 
 __all__ = [
     "build_minibatch_model",
@@ -232,36 +232,19 @@ def loss_estimates(
     _check_count("num_particles", num_particles)
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict (result.params), got {params!r}")
-    dynamic, rebuild = mcmc._split_static(args, kwargs)
-    cache_key = (model, num_particles, rebuild.signature)
-    try:
-        cache = _LOSS_CACHE.setdefault(guide, {})
-        estimate = cache.get(cache_key) if rebuild.signature is not None else None
-    except TypeError:  # a guide that takes no weak reference
-        cache, estimate = {}, None
-    if estimate is None:
-        elbo = Trace_ELBO(num_particles=num_particles)
+    elbo = Trace_ELBO(num_particles=num_particles)
 
-        @jax.jit
-        def estimate(keys, params, dynamic):
-            call_args, call_kwargs = rebuild(dynamic)
-            return jax.vmap(
-                lambda key: elbo.loss(
-                    key, params, model, guide, *call_args, **call_kwargs
-                )
-            )(keys)
+    def estimate(keys, params, call_args, call_kwargs):
+        return jax.vmap(
+            lambda key: elbo.loss(key, params, model, guide, *call_args, **call_kwargs)
+        )(keys)
 
-        if rebuild.signature is not None:
-            cache[cache_key] = estimate
-    return estimate(jax.random.split(rng_key, num_estimates), params, dynamic)
-
-
-# Compiled loss estimators per guide, reused across calls with the same model,
-# settings and non-array arguments (a chapter that scores several fits of one
-# guide compiles once).
-_LOSS_CACHE: weakref.WeakKeyDictionary[Any, dict[Hashable, Callable]] = (
-    weakref.WeakKeyDictionary()
-)
+    # one compiled estimator per guide, model and settings, reused across calls
+    # (a chapter that scores several fits of one guide compiles once)
+    run = _cached_jit(
+        guide, ("loss_estimates", model, num_particles), estimate, args, kwargs
+    )
+    return run(jax.random.split(rng_key, num_estimates), params)
 
 
 # --------------------------------------------------------------------------
@@ -511,8 +494,9 @@ def compare_guides(
     observation, of the posterior predictive mean probability), ``test_auc``
     (of that probability) and ``mean_pred_sd`` (mean over test points of the
     posterior standard deviation of ``p``). Predictions use
-    ``num_samples`` draws of ``guide.sample_posterior`` (which gives the
-    Laplace guide its Gaussian) pushed through ``model``'s site ``p``. A
+    ``num_samples`` draws from :func:`companion.predictive.sample_posterior`
+    (the guide's own ``sample_posterior``, which gives the Laplace guide its
+    Gaussian) pushed through ``model``'s site ``p``. A
     guide whose draws are all identical (a Laplace approximation at a point
     whose Hessian is not positive definite, where NumPyro falls back to the
     point itself) gets a ``RuntimeWarning``.
@@ -544,10 +528,9 @@ def compare_guides(
             key_fit, svi, steps[guide_name], x_train, y_train
         )
         tail = max(1, steps[guide_name] // 10)
-        draws = mcmc._draw_from_guide(
-            key_draw, guide, result.params, num_samples, (x_train, y_train), {}
+        draws = predictive.sample_posterior(
+            key_draw, guide, result.params, x_train, y_train, num_samples=num_samples
         )
-        draws = {k: v for k, v in draws.items() if not k.startswith("_") and k != "p"}
         p = predictive.predict(key_pred, model, draws, x_test, return_sites=["p"])["p"]
         p_mean = p.mean(axis=0)
         if all(bool(jnp.all(v == v[0])) for v in draws.values()):

@@ -15,7 +15,7 @@ from numpyro.contrib.ecs_proxies import taylor_proxy
 from numpyro.infer import HMCECS, NUTS, SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoLaplaceApproximation, AutoNormal
 
-from companion import mcmc
+from companion import mcmc, predictive
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"\s*ArviZ is undergoing", FutureWarning)
@@ -178,6 +178,22 @@ def test_svi_to_inference_data_has_the_layout_and_moments_of_the_guide(kind):
     assert draws.std() == pytest.approx(sd, rel=0.05)
     # Independent draws: R-hat is 1 up to noise.
     assert float(az.rhat(idata)["loc"]) == pytest.approx(1.0, abs=0.01)
+
+
+def test_svi_to_inference_data_draws_are_sample_posteriors():
+    # One way to draw from a guide: the same key gives the same draws as
+    # companion.predictive.sample_posterior, chain after chain.
+    guide = AutoLaplaceApproximation(model)
+    numpyro.handlers.seed(guide, 0)(Y)
+    params = {"auto_loc": jnp.array([POST_MEAN])}
+    key = jax.random.key(5)
+    idata = mcmc.svi_to_inference_data(
+        key, guide, params, Y, num_samples=50, num_chains=2
+    )
+    draws = predictive.sample_posterior(key, guide, params, Y, num_samples=100)
+    np.testing.assert_array_equal(
+        np.asarray(idata.posterior["loc"]).ravel(), np.asarray(draws["loc"])
+    )
 
 
 def test_flatten_draws_merges_chain_and_draw_chain_by_chain():

@@ -10,7 +10,7 @@ import numpyro.distributions as dist
 import pytest
 from flax import nnx
 from numpyro.infer import Predictive
-from numpyro.infer.autoguide import AutoNormal
+from numpyro.infer.autoguide import AutoLaplaceApproximation, AutoNormal
 
 from companion import bnn, predictive
 
@@ -57,13 +57,15 @@ def test_batching_does_not_change_the_draws(batch_size):
         np.testing.assert_allclose(batched[site], whole[site], rtol=1e-6, atol=1e-6)
 
 
-def test_agrees_with_numpyro_predictive_on_the_same_draws():
+def test_agrees_with_the_guide_and_numpyro_predictive_on_the_same_draws():
     key_guide, key_model = jax.random.split(jax.random.key(1))
     samples = predictive.sample_posterior(
         key_guide, LINEAR_GUIDE, LINEAR_PARAMS, X, num_samples=30
     )
-    guide_predictive = Predictive(LINEAR_GUIDE, params=LINEAR_PARAMS, num_samples=30)
-    expected = jax.jit(guide_predictive)(key_guide, X)
+    # an autoguide draws through its own sample_posterior
+    expected = LINEAR_GUIDE.sample_posterior(
+        key_guide, LINEAR_PARAMS, X, sample_shape=(30,)
+    )
     np.testing.assert_allclose(samples["w"], expected["w"], rtol=1e-6)
     ours = predictive.predict(key_model, linear_model, samples, X, batch_size=8)
     # Predictive's default sites: the unobserved sample "y" and the deterministic "mean"
@@ -137,6 +139,59 @@ def test_bnn_grid_predictions_batched_and_unbatched_agree():
     assert runs[0].shape == (50, 300)
     np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6, atol=1e-7)
     assert float(runs[0].std(0).mean()) > 0.01  # the draws differ
+
+
+def test_a_laplace_guide_predicts_with_its_gaussian_spread():
+    # Laplace is exact on the linear-Gaussian model: q(w) = N(m, s²) with
+    # 1/s² = 1 + Σx² and m = s² Σxy, so the site mean = w x has sd s |x|.
+    # Drawn through Predictive, AutoLaplaceApproximation gives its Delta: the
+    # MAP point every time, sd 0.
+    y_obs = 0.7 * X + jnp.linspace(-0.5, 0.5, X.shape[0])
+    guide = AutoLaplaceApproximation(linear_model)
+    numpyro.handlers.seed(guide, 0)(X, y_obs)  # set up on the data, as svi.init
+    precision = 1.0 + float(jnp.sum(X**2))
+    post_mean, post_sd = float(jnp.sum(X * y_obs)) / precision, precision**-0.5
+    params = {"auto_loc": jnp.array([post_mean])}
+    out = predictive.posterior_predictive(
+        jax.random.key(10),
+        linear_model,
+        guide,
+        params,
+        X,
+        num_samples=4_000,
+        batch_size=1_000,
+        return_sites=["mean"],
+    )
+    # standard error of an sd from 4,000 normal draws: about 1.1%
+    np.testing.assert_allclose(
+        out["mean"].std(0), post_sd * jnp.abs(X), rtol=0.05, atol=1e-6
+    )
+    standard_error = post_sd * jnp.abs(X) / 4_000**0.5
+    assert bool(
+        jnp.all(jnp.abs(out["mean"].mean(0) - post_mean * X) <= 4 * standard_error)
+    )
+    # the draws are the guide's own sample_posterior, latent sites only
+    key = jax.random.key(11)
+    draws = predictive.sample_posterior(key, guide, params, X, num_samples=4_000)
+    assert set(draws) == {"w"}
+    theirs = guide.sample_posterior(key, params, X, sample_shape=(4_000,))
+    np.testing.assert_allclose(draws["w"], theirs["w"], rtol=1e-6)
+    assert float(draws["w"].std()) == pytest.approx(post_sd, rel=0.05)
+
+
+def test_autoguide_draws_are_latent_sites_only_and_unset_guides_are_refused():
+    # AutoNormal draws through its sample_posterior; the model's deterministic
+    # site is not a latent variable and is left out.
+    draws = predictive.sample_posterior(
+        jax.random.key(12), LINEAR_GUIDE, LINEAR_PARAMS, X, num_samples=3_000
+    )
+    assert set(draws) == {"w"}
+    assert float(draws["w"].mean()) == pytest.approx(1.0, abs=4 * 0.1 / 3_000**0.5)
+    assert float(draws["w"].std()) == pytest.approx(0.1, rel=0.05)
+    with pytest.raises(ValueError, match=r"svi\.init"):
+        predictive.sample_posterior(
+            jax.random.key(0), AutoNormal(linear_model), {}, X, num_samples=3
+        )
 
 
 @pytest.mark.parametrize(
