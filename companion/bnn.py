@@ -13,14 +13,19 @@ with ``s = prior_scale`` (1 in the talk). The latent sites are named
 per-observation probabilities are the deterministic site ``p``, the labels
 the site ``y``.
 
+With ``build_model(..., subsample_size=b)`` the likelihood is evaluated on
+a mini-batch of ``b`` rows per call (:func:`subsample_plate`), scaled by
+``n / b``: the same model and site names, one factory for both.
+
 Used in chapter 4 (model and priors, introduced), chapter 5 (the layer-wise
-guide) and chapter 6 (evaluation).
+guide), chapter 6 (evaluation) and chapters 7 and 9 (mini-batches).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -33,6 +38,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 from numpyro.contrib.module import random_nnx_module
 
+from companion._checks import check_count as _check_count
 from companion._checks import is_int as _is_int
 
 __all__ = [
@@ -42,6 +48,7 @@ __all__ = [
     "layer_guide",
     "make_prior",
     "param_shapes",
+    "subsample_plate",
 ]
 
 Model = Callable[..., None]
@@ -128,28 +135,115 @@ def make_prior(
     return prior
 
 
-def build_model(mlp: MLP, *, prior_scale: float = 1.0, name: str = "nn") -> Model:
-    """Lift ``mlp`` into the talk's Bayesian model ``model(x, y=None)``.
+@contextlib.contextmanager
+def subsample_plate(
+    name: str, size: int, subsample_size: int | None = None, *, replace: bool = True
+) -> Iterator[Int[Array, " subsample_size"]]:
+    """``numpyro.plate(name, size, subsample_size=subsample_size)``, yielding
+    the mini-batch indices, with a cheap draw of the indices.
+
+    With ``replace=True`` the indices are ``subsample_size`` uniform draws
+    *with* replacement (`jax.random.randint` on the model's key), drawn at
+    once; NumPyro's own draw, kept with ``replace=False``, is *without*
+    replacement: on a CPU a partial Fisher–Yates shuffle, a sequential
+    ``lax.scan`` of ``subsample_size`` swaps (each with its own key) in a copy
+    of ``arange(size)``, and ``random.choice(..., replace=False)`` on other
+    backends. Both give an unbiased estimate of the full-data
+    log-likelihood once scaled by ``size / subsample_size``, which the plate
+    does in either case. ``subsample_size=None`` (or ``= size``) is the plain
+    full-batch plate.
+
+    Index the data with the yielded indices (``x[idx]``) or call
+    ``numpyro.subsample(x, event_dim=...)`` inside the plate. The model must
+    run under a seed handler (SVI and `Predictive` provide one).
+
+    Used in chapters 7 and 9 (as ``companion.scaling.subsample_plate``) and
+    by :func:`build_model` for its mini-batches.
+
+    Example:
+        >>> import numpyro.distributions as dist
+        >>> def model(z):
+        ...     loc = numpyro.sample("loc", dist.Normal(0, 1))
+        ...     with subsample_plate("data", z.shape[0], 10) as idx:
+        ...         numpyro.sample("z", dist.Normal(loc, 1), obs=z[idx])
+        >>> tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(
+        ...     jnp.zeros(1_000)
+        ... )
+        >>> tr["z"]["value"].shape, float(tr["z"]["scale"])
+        ((10,), 100.0)
+    """
+    _check_count("size", size)
+    if subsample_size is not None:
+        _check_count("subsample_size", subsample_size)
+        if subsample_size > size:
+            raise ValueError(
+                f"subsample_size must be at most size={size} (the number of "
+                f"observations), got {subsample_size}"
+            )
+    if not isinstance(replace, bool):
+        raise TypeError(f"replace must be a bool, got {replace!r}")
+    if subsample_size is None or subsample_size == size or not replace:
+        with numpyro.plate(name, size, subsample_size=subsample_size) as idx:
+            yield idx
+        return
+    key = numpyro.prng_key()
+    if key is None:
+        raise ValueError(
+            "subsample_plate needs a random key to draw indices: run the model "
+            "under numpyro.handlers.seed (SVI and Predictive do)"
+        )
+    indices = jax.random.randint(key, (subsample_size,), 0, size)
+    with (
+        numpyro.handlers.substitute(data={name: indices}),
+        numpyro.plate(name, size, subsample_size=subsample_size) as idx,
+    ):
+        yield idx
+
+
+def build_model(
+    mlp: MLP,
+    *,
+    prior_scale: float = 1.0,
+    name: str = "nn",
+    subsample_size: int | None = None,
+    replace: bool = True,
+) -> Model:
+    """Lift ``mlp`` into the talk's Bayesian model ``model(x, y=None)``, on
+    all rows of ``x`` or, with ``subsample_size``, on a mini-batch of them.
 
     The MLP's weights become latent sites ``{name}/layers.<i>.kernel`` and
     ``{name}/layers.<i>.bias`` with the prior of :func:`make_prior`; the
     model records ``p = mlp(x).squeeze(-1)`` as the deterministic site ``p``
-    and samples (or, given ``y``, observes) ``y ~ Bernoulli(p)`` inside
-    ``numpyro.plate("data", n)``. The model has no ``param`` sites (the
-    MLP's initial weights, which ``random_nnx_module`` registers as one, are
-    hidden from inference: only their shapes matter).
+    and samples (or, given ``y``, observes) ``y ~ Bernoulli(p)`` inside the
+    plate ``"data"`` over the ``n`` rows of ``x``. The model has no ``param``
+    sites (the MLP's initial weights, which ``random_nnx_module`` registers
+    as one, are hidden from inference: only their shapes matter).
+
+    With ``subsample_size`` the plate is a :func:`subsample_plate`: each call
+    evaluates the likelihood on ``subsample_size`` rows (drawn with
+    replacement, or without with ``replace=False``, NumPyro's own draw), and
+    NumPyro multiplies its log-likelihood by ``n / subsample_size``, so the
+    loss stays an unbiased estimate of the full-data loss; ``p`` and ``y``
+    then cover the mini-batch only. The site names do not depend on
+    ``subsample_size``, so a guide trained on the mini-batch model predicts
+    with the full one. ``subsample_size=None`` (the default) is the
+    full-data model.
 
     The returned model checks its inputs before anything is traced: ``x``
     must have shape ``(n, mlp.din)``, ``y`` (when given) shape ``(n,)`` with
     values in {0, 1} (the values are checked when ``y`` is concrete, not
-    under ``jax.jit``).
+    under ``jax.jit``), and ``subsample_size`` at most ``n``.
 
     Args:
         mlp: the network (only its architecture is used).
         prior_scale: the scale of the prior on every weight and bias.
         name: the prefix of the latent sites.
+        subsample_size: rows per mini-batch; ``None`` for all rows.
+        replace: draw the mini-batch with replacement (one vectorised draw,
+            see :func:`subsample_plate`) or without (NumPyro's draw).
 
-    Used in chapters 4, 5 and 6.
+    Used in chapters 4, 5 and 6 (full data) and chapters 7 and 9
+    (mini-batches).
 
     Example:
         >>> mlp = MLP(2, 1, [4, 3], rngs=nnx.Rngs(jax.random.key(0)))
@@ -159,6 +253,11 @@ def build_model(mlp: MLP, *, prior_scale: float = 1.0, name: str = "nn") -> Mode
         ... )
         >>> trace["p"]["value"].shape, trace["nn/layers.0.kernel"]["value"].shape
         ((5,), (2, 4))
+        >>> mini = build_model(mlp, subsample_size=32)
+        >>> x, y = jnp.zeros((1_000, 2)), jnp.zeros(1_000, dtype=jnp.int32)
+        >>> tr = numpyro.handlers.trace(numpyro.handlers.seed(mini, 0)).get_trace(x, y)
+        >>> tr["p"]["value"].shape, float(tr["y"]["scale"])
+        ((32,), 31.25)
     """
     if not isinstance(mlp, MLP):
         raise TypeError(f"mlp must be a companion.bnn.MLP, got {type(mlp).__name__}")
@@ -167,17 +266,29 @@ def build_model(mlp: MLP, *, prior_scale: float = 1.0, name: str = "nn") -> Mode
     prior = make_prior(prior_scale)
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty str, got {name!r}")
+    if subsample_size is not None:
+        _check_count("subsample_size", subsample_size)
+    if not isinstance(replace, bool):
+        raise TypeError(f"replace must be a bool, got {replace!r}")
     din = mlp.din
 
     def model(x: Float[Array, "n din"], y: Int[Array, " n"] | None = None) -> None:
         _check_inputs(x, y, din)
+        n = x.shape[0]
+        if subsample_size is not None and subsample_size > n:
+            raise ValueError(
+                f"subsample_size={subsample_size} exceeds the number of "
+                f"observations in x ({n})"
+            )
         # random_nnx_module also registers the MLP's initial weights as a
         # `param` site ("nn$params"); every weight is then replaced by a sample,
         # so that param is dead weight for SVI: hide it from the inference.
         with numpyro.handlers.block(hide_fn=_is_param):
             nn = random_nnx_module(name, mlp, prior=prior)
-        p = numpyro.deterministic("p", nn(x).squeeze(-1))
-        with numpyro.plate("data", x.shape[0]):
+        with subsample_plate("data", n, subsample_size, replace=replace) as idx:
+            if subsample_size is not None:
+                x, y = x[idx], None if y is None else y[idx]
+            p = numpyro.deterministic("p", nn(x).squeeze(-1))
             numpyro.sample("y", dist.Bernoulli(probs=p), obs=y)
 
     return model

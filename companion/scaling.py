@@ -1,13 +1,14 @@
 """SVI at scale: mini-batches, several devices, and other guides on one model.
 
-- :func:`subsample_plate` is ``numpyro.plate(name, size, subsample_size)``
-  whose mini-batch indices are one vectorised draw per step; NumPyro's own
-  draw (without replacement) is, on a CPU, a sequential loop of
-  ``subsample_size`` swaps in a copy of ``arange(size)``.
-  :func:`build_minibatch_model` builds the talk's Bayesian neural network on
-  top of it. Either way NumPyro scales the mini-batch log-likelihood by
-  ``size / subsample_size``, so the loss stays an unbiased estimate of the
-  full-data loss (negative ELBO).
+- :func:`subsample_plate` (defined in `companion.bnn`, whose model uses it)
+  is ``numpyro.plate(name, size, subsample_size)`` whose mini-batch indices
+  are one vectorised draw per step; NumPyro's own draw (without
+  replacement) is, on a CPU, a sequential loop of ``subsample_size`` swaps
+  in a copy of ``arange(size)``. :func:`build_minibatch_model` is the talk's
+  Bayesian neural network on top of it, `companion.bnn.build_model` with
+  ``subsample_size``. Either way NumPyro scales the mini-batch
+  log-likelihood by ``size / subsample_size``, so the loss stays an unbiased
+  estimate of the full-data loss (negative ELBO).
 - :func:`loss_estimates` draws many loss estimates at fixed parameters, to
   check that claim.
 - :func:`make_mesh`, :func:`shard_data`, :func:`replicate` and
@@ -26,25 +27,21 @@ Used in chapter 7 (mini-batch SVI) and chapter 9 (scaling in production).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import optax
 import pandas as pd
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int
-from numpyro.contrib.module import random_nnx_module
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoGuide
 
@@ -52,6 +49,7 @@ from companion import bnn, mcmc, metrics, predictive, training
 from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
 from companion._compile import cached_jit as _cached_jit
+from companion.bnn import subsample_plate
 
 __all__ = [
     "build_minibatch_model",
@@ -73,70 +71,6 @@ BATCH_AXIS = "batch"
 # Mini-batches.
 
 
-@contextlib.contextmanager
-def subsample_plate(
-    name: str, size: int, subsample_size: int | None = None, *, replace: bool = True
-) -> Iterator[Int[Array, " subsample_size"]]:
-    """``numpyro.plate(name, size, subsample_size=subsample_size)``, yielding
-    the mini-batch indices, with a cheap draw of the indices.
-
-    With ``replace=True`` the indices are ``subsample_size`` uniform draws
-    *with* replacement (`jax.random.randint` on the model's key), drawn at
-    once; NumPyro's own draw, kept with ``replace=False``, is *without*
-    replacement: on a CPU a partial Fisher–Yates shuffle, a sequential
-    ``lax.scan`` of ``subsample_size`` swaps (each with its own key) in a copy
-    of ``arange(size)``, and ``random.choice(..., replace=False)`` on other
-    backends. Both give an unbiased estimate of the full-data
-    log-likelihood once scaled by ``size / subsample_size``, which the plate
-    does in either case. ``subsample_size=None`` (or ``= size``) is the plain
-    full-batch plate.
-
-    Index the data with the yielded indices (``x[idx]``) or call
-    ``numpyro.subsample(x, event_dim=...)`` inside the plate. The model must
-    run under a seed handler (SVI and `Predictive` provide one).
-
-    Used in chapters 7 and 9.
-
-    Example:
-        >>> import numpyro.distributions as dist
-        >>> def model(z):
-        ...     loc = numpyro.sample("loc", dist.Normal(0, 1))
-        ...     with subsample_plate("data", z.shape[0], 10) as idx:
-        ...         numpyro.sample("z", dist.Normal(loc, 1), obs=z[idx])
-        >>> tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(
-        ...     jnp.zeros(1_000)
-        ... )
-        >>> tr["z"]["value"].shape, float(tr["z"]["scale"])
-        ((10,), 100.0)
-    """
-    _check_count("size", size)
-    if subsample_size is not None:
-        _check_count("subsample_size", subsample_size)
-        if subsample_size > size:
-            raise ValueError(
-                f"subsample_size must be at most size={size} (the number of "
-                f"observations), got {subsample_size}"
-            )
-    if not isinstance(replace, bool):
-        raise TypeError(f"replace must be a bool, got {replace!r}")
-    if subsample_size is None or subsample_size == size or not replace:
-        with numpyro.plate(name, size, subsample_size=subsample_size) as idx:
-            yield idx
-        return
-    key = numpyro.prng_key()
-    if key is None:
-        raise ValueError(
-            "subsample_plate needs a random key to draw indices: run the model "
-            "under numpyro.handlers.seed (SVI and Predictive do)"
-        )
-    indices = jax.random.randint(key, (subsample_size,), 0, size)
-    with (
-        numpyro.handlers.substitute(data={name: indices}),
-        numpyro.plate(name, size, subsample_size=subsample_size) as idx,
-    ):
-        yield idx
-
-
 def build_minibatch_model(
     mlp: bnn.MLP,
     *,
@@ -145,64 +79,19 @@ def build_minibatch_model(
     prior_scale: float = 1.0,
     name: str = "nn",
 ) -> Callable[..., None]:
-    """The talk's Bayesian neural network (as `companion.bnn.build_model`),
-    with the likelihood evaluated on a mini-batch of ``subsample_size`` rows
-    per call: ``model(x, y=None)``.
-
-    Latent sites, the deterministic site ``p`` and the observed site ``y``
-    have the names of :func:`companion.bnn.build_model`, so a guide trained on
-    this model predicts with that one (and ``p``/``y`` here cover the
-    mini-batch only). The mini-batch sits in :func:`subsample_plate`
-    (``replace`` chooses the index draw); NumPyro multiplies its
-    log-likelihood by ``n / subsample_size``. ``subsample_size=None`` gives
-    the full-batch model.
-
-    The model raises ``ValueError`` before any tracing when
-    ``subsample_size`` exceeds the number of rows of ``x``, or when ``x`` or
-    ``y`` have the wrong shape.
+    """The talk's Bayesian neural network on mini-batches of
+    ``subsample_size`` rows: :func:`companion.bnn.build_model` with
+    ``subsample_size`` (one model factory; this name stays for chapter 9).
 
     Used in chapter 9.
-
-    Example:
-        >>> from flax import nnx
-        >>> mlp = bnn.MLP(2, 1, [4, 3], rngs=nnx.Rngs(0))
-        >>> model = build_minibatch_model(mlp, subsample_size=32)
-        >>> x, y = jnp.zeros((1_000, 2)), jnp.zeros(1_000, dtype=jnp.int32)
-        >>> tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(x, y)
-        >>> tr["p"]["value"].shape, float(tr["y"]["scale"])
-        ((32,), 31.25)
     """
-    if not isinstance(mlp, bnn.MLP):
-        raise TypeError(f"mlp must be a companion.bnn.MLP, got {type(mlp).__name__}")
-    if mlp.dout != 1:
-        raise ValueError(f"mlp must have dout=1 for binary labels, got {mlp.dout}")
-    if subsample_size is not None:
-        _check_count("subsample_size", subsample_size)
-    if not isinstance(replace, bool):
-        raise TypeError(f"replace must be a bool, got {replace!r}")
-    prior = bnn.make_prior(prior_scale)
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty str, got {name!r}")
-    din = mlp.din
-
-    def model(x: Float[Array, "n din"], y: Int[Array, " n"] | None = None) -> None:
-        _check_xy(x, y, din)
-        n = x.shape[0]
-        if subsample_size is not None and subsample_size > n:
-            raise ValueError(
-                f"subsample_size={subsample_size} exceeds the number of "
-                f"observations in x ({n})"
-            )
-        nn = random_nnx_module(name, mlp, prior=prior)
-        with subsample_plate("data", n, subsample_size, replace=replace) as idx:
-            if subsample_size is None:
-                batch_x, batch_y = x, y
-            else:
-                batch_x, batch_y = x[idx], None if y is None else y[idx]
-            p = numpyro.deterministic("p", nn(batch_x).squeeze(-1))
-            numpyro.sample("y", dist.Bernoulli(probs=p), obs=batch_y)
-
-    return model
+    return bnn.build_model(
+        mlp,
+        prior_scale=prior_scale,
+        name=name,
+        subsample_size=subsample_size,
+        replace=replace,
+    )
 
 
 def loss_estimates(
@@ -579,19 +468,4 @@ def _check_mesh(mesh: Any) -> None:
     if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
         raise ValueError(
             f"mesh must be a one-axis jax.sharding.Mesh (make_mesh()), got {mesh!r}"
-        )
-
-
-def _check_xy(x: Any, y: Any, din: int) -> None:
-    if not hasattr(x, "shape") or len(x.shape) != 2 or x.shape[1] != din:
-        raise ValueError(
-            f"x must be a 2-D array of shape (n, {din}) (the MLP's din), "
-            f"got shape {getattr(x, 'shape', type(x).__name__)}"
-        )
-    if y is not None and (
-        not hasattr(y, "shape") or len(y.shape) != 1 or y.shape[0] != x.shape[0]
-    ):
-        raise ValueError(
-            f"y must be a 1-D array with as many labels as x has rows "
-            f"({x.shape[0]}), got shape {getattr(y, 'shape', type(y).__name__)}"
         )

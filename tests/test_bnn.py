@@ -141,6 +141,10 @@ def test_build_model_rejects_bad_arguments(mlp):
         bnn.build_model(bnn.MLP(2, 2, [3], rngs=nnx.Rngs(jax.random.key(0))))
     with pytest.raises(TypeError, match="mlp"):
         bnn.build_model(lambda x: x)
+    with pytest.raises(ValueError, match="subsample_size"):
+        bnn.build_model(mlp, subsample_size=0)
+    with pytest.raises(TypeError, match="replace"):
+        bnn.build_model(mlp, subsample_size=5, replace="yes")
 
 
 def test_guide_matches_the_model_sites_and_initial_values(mlp):

@@ -88,6 +88,29 @@ def test_minibatch_model_has_the_sites_of_the_full_model(mlp, moons):
     np.testing.assert_allclose(same["p"]["value"], full["p"]["value"], rtol=1e-6)
 
 
+def test_minibatch_model_has_the_param_sites_of_the_full_model(mlp, moons):
+    # random_nnx_module registers the MLP's initial weights as a param site
+    # ("nn$params"); every weight is then a latent sample, so the full model
+    # hides it from inference, and the mini-batch model must too: otherwise
+    # SVI optimises a parameter nothing depends on.
+    x, y = moons
+    full_model = bnn.build_model(mlp)
+    mini_model = scaling.build_minibatch_model(mlp, subsample_size=64)
+    traces = {"full": get_trace(full_model, x, y), "mini": get_trace(mini_model, x, y)}
+    param_sites = {
+        name: {k for k, s in tr.items() if s["type"] == "param"}
+        for name, tr in traces.items()
+    }
+    assert param_sites["mini"] == param_sites["full"] == set()
+    guide = AutoNormal(full_model)
+    svi_params = {}
+    for name, model in (("full", full_model), ("mini", mini_model)):
+        svi = SVI(model, guide, optax.adam(0.01), Trace_ELBO())
+        svi_params[name] = set(svi.get_params(svi.init(jax.random.key(5), x, y)))
+    assert svi_params["mini"] == svi_params["full"]
+    assert all(k.endswith(("_auto_loc", "_auto_scale")) for k in svi_params["mini"])
+
+
 @pytest.mark.parametrize("replace", [True, False])
 def test_minibatch_loss_is_unbiased_for_the_full_batch_loss(mlp, moons, replace):
     """At fixed parameters of a point-mass guide the full-batch loss is a
