@@ -179,10 +179,6 @@ def _source_of(block: CodeBlock) -> str | None:
     return None
 
 
-def _notebook_label(embed_path: str) -> tuple[Path, str]:
-    return (TALK.parent / embed_path).resolve(), Path(embed_path).stem
-
-
 # --- the tests ---------------------------------------------------------------
 
 
@@ -212,7 +208,7 @@ def test_notes_blocks_are_closed():
 def test_no_scrolling():
     front, slides = _parse()
     revealjs = front["format"]["revealjs"]
-    # the slides profile sets scrollable: true for the chapter decks
+    # said in the deck itself, whatever the slides profile sets
     assert revealjs.get("scrollable") is False
     for slide in slides:
         assert ".scrollable" not in slide.title, slide.title
@@ -279,7 +275,7 @@ def test_the_deck_embeds_the_chapters():
 
 @pytest.mark.parametrize(("title", "path", "label"), EMBEDS)
 def test_embed_target_exists(title, path, label):
-    notebook_path, _ = _notebook_label(path)
+    notebook_path = (TALK.parent / path).resolve()
     assert notebook_path.is_file(), f"{title}: {path} does not exist"
     cells = json.loads(notebook_path.read_text(encoding="utf-8"))["cells"]
     labelled = [
