@@ -15,8 +15,11 @@ ahead of use, while the device works on the current ones.
 - :func:`fit` runs SVI over the host arrays for a number of epochs: a fresh
   shuffle per epoch, ``num_data // batch_size`` steps per epoch (the last
   partial batch of each shuffle is dropped; a different remainder each
-  epoch), compiled chunks of steps, optional tail (Polyak-Ruppert) averaging
-  of the iterates, and data parallelism over a `jax.sharding.Mesh` of local
+  epoch), either of single rows (exact) or of blocks of contiguous rows
+  (``shuffle_block``: much cheaper for the host, exact only for rows stored
+  in random order), chunks of steps gathered by a background thread and
+  run as compiled scans, optional tail (Polyak-Ruppert) averaging of the
+  iterates, and data parallelism over a `jax.sharding.Mesh` of local
   or, after `jax.distributed.initialize`, several processes' devices, each
   process reading only its own part of every batch.
 
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import queue
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -172,6 +177,7 @@ def fit(
     prefetch: int = 2,
     average_from: int | None = None,
     mesh: Mesh | None = None,
+    shuffle_block: int = 1,
     **kwargs: Any,
 ) -> StreamingResult:
     """Run SVI for ``num_epochs`` over host arrays, one mini-batch per step.
@@ -188,10 +194,30 @@ def fit(
     is the full-data loss.
 
     The rows of ``steps_per_chunk`` consecutive steps are gathered on the
-    host (sorted within each batch, which helps `np.memmap` files), moved to
-    the device and run there as one compiled `lax.scan`; ``prefetch`` chunks
-    are gathered and sent ahead, so the host prepares the next batches while
-    the device computes. The arrays are never copied whole to the device.
+    host into one buffer per array (sorted within each batch, which helps
+    `np.memmap` files), put on the device in one transfer and run there as
+    one compiled `lax.scan`. A background thread does the gathering and the
+    transfers, ``prefetch`` chunks ahead (NumPy's gathers release the GIL),
+    so the host prepares the next batches while the device computes. The
+    arrays are never copied whole to the device.
+
+    **Block shuffle.** A shuffle of single rows costs the host a random
+    read per row and per array, and 4 bytes a row for the epoch's
+    permutation; on a fast device or a cheap model that, not the device,
+    sets the pace. With ``shuffle_block=B > 1`` the epoch permutes blocks of
+    ``B`` contiguous rows instead (rows ``[0, B)``, ``[B, 2B)``, ...; the
+    last block shorter), lays them end to end and cuts batches from that:
+    the host copies whole blocks (sequential reads, also from a file) and
+    the permutation has ``N / B`` entries. Each row is still used at most
+    once per epoch (all but the ``N % batch_size`` rows at the end of the
+    epoch's sequence), every epoch's order differs, and every row is (but
+    for the one shorter block) equally likely to land in any batch, so the
+    mini-batch loss stays an unbiased estimate of the full-data loss. What
+    changes is its variance: a batch is ``batch_size / B`` blocks rather than
+    ``batch_size`` independent rows, the same as row shuffling when the rows
+    are stored in random order (as the simulated data of chapter 8), but
+    noisier when neighbouring rows are alike (data sorted by store or by
+    date): shuffle such a file once on disk, or keep ``shuffle_block=1``.
 
     Args:
         svi: the `numpyro.infer.SVI` to run.
@@ -219,6 +245,9 @@ def fit(
             devices: every process passes the same ``arrays`` (a shared
             `np.memmap`, say) and the same key, and gathers only the rows of
             its own devices.
+        shuffle_block: rows the shuffle keeps together, ``1 <= B <= N``;
+            ``1`` (the default) shuffles single rows. Resume with the same
+            value: it selects the shuffles.
         **kwargs: further keyword arguments of the model and guide (arrays
             among them are moved to the device once).
 
@@ -282,6 +311,11 @@ def fit(
             f"average_from must be an int in [0, {total_steps}) (a step of this "
             f"call), got {average_from!r}"
         )
+    if not _is_int(shuffle_block) or not 1 <= shuffle_block <= num_data:
+        raise ValueError(
+            f"shuffle_block must be an int in [1, N={num_data}] (rows the shuffle "
+            f"keeps together; 1 shuffles single rows), got {shuffle_block!r}"
+        )
     feed = _Feed(arrays, batch_size, mesh)
 
     key_init, key_shuffle = jax.random.split(rng_key)
@@ -289,87 +323,101 @@ def fit(
     dynamic = {k: jnp.asarray(v) for k, v in kwargs.items() if _is_array(v)}
     if mesh is not None:
         dynamic = _replicate(dynamic, mesh)
-    batches = _batch_indices(key_shuffle, num_data, batch_size, start_epoch)
     chunk_lengths = [steps_per_chunk] * (total_steps // steps_per_chunk)
     if total_steps % steps_per_chunk:
         chunk_lengths.append(total_steps % steps_per_chunk)
 
-    # Queue the first chunks before set-up, so their gathering overlaps it.
-    pending: collections.deque = collections.deque()
-    lengths = iter(chunk_lengths)
+    def windows() -> Iterator[_Window]:
+        return _windows(key_shuffle, num_data, batch_size, shuffle_block, start_epoch)
 
-    first_batch: list[np.ndarray] = []
-
-    def send_next() -> None:
-        length = next(lengths, None)
-        if length is not None:
-            indices = [next(batches) for _ in range(length)]
-            first_batch[:] = first_batch or indices[:1]
-            pending.append(feed.put(indices))
-
-    for _ in range(prefetch):
-        send_next()
-
-    start = time.perf_counter()
-    first = pending[0]
-    if init_state is None or getattr(svi, "constrain_fn", None) is None:
-        # With init_state, only to set up the SVI object's constraints.
-        # On the first batch, whole, from the host (every process has it).
-        fresh = svi.init(
-            key_init,
-            *(jnp.asarray(a[first_batch[0]]) for a in arrays),
-            num_data=num_data,
-            **static,
-            **dynamic,
-        )
-    state = fresh if init_state is None else init_state
-    if mesh is not None:
-        state = _replicate(state, mesh)
-    params = svi.optim.get_params(state.optim_state)
-    averaging = average_from is not None
-    carry = (
-        state,
-        jax.tree.map(jnp.zeros_like, params) if averaging else None,
-        jnp.zeros((), jnp.int32),
-    )
-    runner = _Runner(svi, num_data, static, averaging)
-    for length in sorted(set(chunk_lengths)):  # the last chunk may be shorter
-        shaped = tuple(
-            jax.ShapeDtypeStruct((length, *x.shape[1:]), x.dtype, sharding=x.sharding)
-            for x in first
-        )
-        runner.compiled(carry, shaped, dynamic)
-    setup_seconds = time.perf_counter() - start
-
-    losses, step = [], 0
-    bar = tqdm(
-        total=total_steps,
-        disable=not progress_bar,
-        desc="streaming SVI",
-        unit="step",
-        mininterval=0.5,
-    )
-    start = time.perf_counter()
-    while pending:
-        chunk = pending.popleft()
-        length = chunk[0].shape[0]
-        carry, chunk_losses = runner.compiled(carry, chunk, dynamic)(
-            carry, chunk, jnp.asarray(step, jnp.int32), dynamic, _start(average_from)
-        )
-        send_next()  # the host gathers the next chunk while the device computes
-        losses.append(chunk_losses)
-        step += length
-        if progress_bar:
-            last = float(_host(chunk_losses)[-1])
-            bar.set_postfix(
-                epoch=start_epoch + (step - 1) // steps_per_epoch + 1,
-                loss_per_row=f"{last / num_data:.4g}",
-                refresh=False,
+    # A background thread gathers the chunks on the host and puts them on
+    # the device, ``prefetch`` ahead; it starts now, so that it overlaps
+    # the set-up, and then the device's work.
+    prefetcher = _Prefetcher(
+        (
+            feed.put(chunk)
+            for chunk in _chunks(
+                (_gather(arrays, w, feed.rows) for w in windows()), chunk_lengths
             )
-            bar.update(length)
-    losses = np.concatenate([_host(c) for c in losses])
-    seconds = time.perf_counter() - start
-    bar.close()
+        ),
+        depth=prefetch,
+    )
+    try:
+        start = time.perf_counter()
+        if init_state is None or getattr(svi, "constrain_fn", None) is None:
+            # With init_state, only to set up the SVI object's constraints.
+            # On the first batch, whole, from the host (every process has it).
+            first_batch = _gather(arrays, next(windows()), slice(None))
+            fresh = svi.init(
+                key_init,
+                *(jnp.asarray(a[0]) for a in first_batch),
+                num_data=num_data,
+                **static,
+                **dynamic,
+            )
+        state = fresh if init_state is None else init_state
+        if mesh is not None:
+            state = _replicate(state, mesh)
+        params = svi.optim.get_params(state.optim_state)
+        averaging = average_from is not None
+        carry = (
+            state,
+            jax.tree.map(jnp.zeros_like, params) if averaging else None,
+            jnp.zeros((), jnp.int32),
+        )
+        runner = _Runner(svi, num_data, static, averaging)
+        chunk = prefetcher.get()
+        for length in sorted(set(chunk_lengths)):  # the last may be shorter
+            shaped = tuple(
+                jax.ShapeDtypeStruct(
+                    (length, *x.shape[1:]), x.dtype, sharding=x.sharding
+                )
+                for x in chunk
+            )
+            runner.compiled(carry, shaped, dynamic)
+        setup_seconds = time.perf_counter() - start
+
+        losses: list[jax.Array] = []
+        in_flight: collections.deque = collections.deque()
+        step = 0
+        bar = tqdm(
+            total=total_steps,
+            disable=not progress_bar,
+            desc="streaming SVI",
+            unit="step",
+            mininterval=0.5,
+        )
+        start = time.perf_counter()
+        while chunk is not None:
+            length = chunk[0].shape[0]
+            carry, chunk_losses = runner.compiled(carry, chunk, dynamic)(
+                carry,
+                chunk,
+                jnp.asarray(step, jnp.int32),
+                dynamic,
+                _start(average_from),
+            )
+            losses.append(chunk_losses)
+            in_flight.append(chunk_losses)
+            if len(in_flight) > prefetch:
+                # Bound the chunks queued on the device: memory stays flat.
+                in_flight.popleft().block_until_ready()
+            step += length
+            if progress_bar:
+                # The loss of the chunk before, so as not to wait for this one.
+                last = float(_host(losses[-2 if len(losses) > 1 else -1])[-1])
+                bar.set_postfix(
+                    epoch=start_epoch + (step - 1) // steps_per_epoch + 1,
+                    loss_per_row=f"{last / num_data:.4g}",
+                    refresh=False,
+                )
+                bar.update(length)
+            chunk = prefetcher.get()
+        losses = np.concatenate([_host(c) for c in losses])
+        seconds = time.perf_counter() - start
+        bar.close()
+    finally:
+        prefetcher.close()
 
     state, average, _ = carry
     return StreamingResult(
@@ -426,20 +474,228 @@ def _start(average_from: int | None) -> jax.Array:
     return jnp.asarray(-1 if average_from is None else average_from, jnp.int32)
 
 
-def _batch_indices(
-    rng_key: jax.Array, num_data: int, batch_size: int, start_epoch: int
-) -> Iterator[np.ndarray]:
-    """Row indices of every step, epoch after epoch: a permutation per epoch
-    (NumPy's PCG64 seeded from ``fold_in(rng_key, epoch)``), cut into
-    ``num_data // batch_size`` batches, each sorted; the rest dropped."""
-    epoch = start_epoch
+_WINDOW_ROWS = 65_536  # rows shuffled together in a block shuffle (about)
+
+
+def _window_batches(batch_size: int) -> int:
+    """Batches per window: the unit of gathering, and of the row shuffle
+    within a block shuffle (about ``_WINDOW_ROWS`` rows, at least a batch)."""
+    return max(1, _WINDOW_ROWS // batch_size)
+
+
+class _Window(NamedTuple):
+    """The rows of some consecutive batches of an epoch: with a row shuffle
+    ``rows``, their row indices, shape (batches, batch_size); with a block
+    shuffle ``runs``, the first row and the length of each run of contiguous
+    rows, whose rows laid end to end make the batches."""
+
+    num_batches: int
+    rows: np.ndarray | None
+    runs: tuple[np.ndarray, np.ndarray] | None
+    block: int = 1
+
+
+def _windows(
+    rng_key: jax.Array,
+    num_data: int,
+    batch_size: int,
+    shuffle_block: int,
+    start_epoch: int,
+) -> Iterator[_Window]:
+    """The shuffles of epoch after epoch, window by window.
+
+    Each epoch seeds NumPy's PCG64 from ``fold_in(rng_key, epoch)``, so a
+    resumed run reproduces it. With ``shuffle_block == 1`` it draws a
+    permutation of the ``N`` rows (int32 indices where they fit: the same
+    permutation as ``Generator.permutation(N)``) and cuts it into
+    ``N // batch_size`` batches, each sorted; the rest dropped. Otherwise it
+    permutes the ``ceil(N / shuffle_block)`` blocks of ``shuffle_block``
+    contiguous rows (the last one shorter), lays them end to end and cuts
+    that sequence into batches; the last ``N % batch_size`` rows of the
+    sequence are dropped. Either way each row is in at most one batch of an
+    epoch."""
     steps = num_data // batch_size
+    per_window = _window_batches(batch_size)
+    dtype = np.int32 if num_data < 2**31 else np.int64
+    epoch = start_epoch
     while True:
         seed = np.asarray(jax.random.key_data(jax.random.fold_in(rng_key, epoch)))
-        order = np.random.default_rng(seed.astype(np.uint64)).permutation(num_data)
-        for s in range(steps):
-            yield np.sort(order[s * batch_size : (s + 1) * batch_size])
+        rng = np.random.default_rng(seed.astype(np.uint64))
+        if shuffle_block == 1:
+            order = np.arange(num_data, dtype=dtype)
+            rng.shuffle(order)  # releases the GIL
+            for s in range(0, steps, per_window):
+                k = min(per_window, steps - s)
+                rows = order[s * batch_size : (s + k) * batch_size]
+                yield _Window(k, np.sort(rows.reshape(k, batch_size), axis=1), None)
+        else:
+            blocks = rng.permutation(-(-num_data // shuffle_block))
+            sizes = np.minimum(shuffle_block, num_data - blocks * shuffle_block)
+            ends = np.cumsum(sizes)  # of each block in the epoch's sequence
+            for s in range(0, steps, per_window):
+                k = min(per_window, steps - s)
+                lo, hi = s * batch_size, (s + k) * batch_size
+                first = np.searchsorted(ends, lo, side="right")
+                last = np.searchsorted(ends, hi - 1, side="right") + 1
+                seq_start = ends[first:last] - sizes[first:last]
+                run_lo = np.maximum(seq_start, lo)
+                lengths = np.minimum(ends[first:last], hi) - run_lo
+                starts = blocks[first:last] * shuffle_block + run_lo - seq_start
+                yield _Window(k, None, (starts, lengths), shuffle_block)
         epoch += 1
+
+
+def _window_rows(window: _Window, batch_size: int) -> np.ndarray:
+    """The row indices of a window's batches, shape (batches, batch_size)."""
+    if window.rows is not None:
+        return window.rows
+    starts, lengths = window.runs
+    offsets = np.cumsum(lengths) - lengths
+    rows = np.repeat(starts - offsets, lengths) + np.arange(lengths.sum())
+    return rows.reshape(window.num_batches, batch_size)
+
+
+def _batch_indices(
+    rng_key: jax.Array,
+    num_data: int,
+    batch_size: int,
+    start_epoch: int,
+    shuffle_block: int = 1,
+) -> Iterator[np.ndarray]:
+    """Row indices of every step, epoch after epoch (see :func:`_windows`)."""
+    for window in _windows(rng_key, num_data, batch_size, shuffle_block, start_epoch):
+        yield from _window_rows(window, batch_size)
+
+
+def _aligned(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An empty host array aligned to 64 bytes, which JAX on CPU takes
+    without a copy."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    offset = -raw.ctypes.data % 64
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+def _gather(
+    arrays: tuple[np.ndarray, ...], window: _Window, columns: slice
+) -> tuple[np.ndarray, ...]:
+    """The window's batches (only their ``columns``), one host array of
+    shape (batches, rows, ...) per input array. A row shuffle gathers rows
+    by index; a block shuffle copies whole blocks (and at most a few partial
+    ones): sequential reads, also from a file."""
+    k = window.num_batches
+    if window.rows is not None:
+        rows = window.rows[:, columns]
+        out = []
+        for a in arrays:
+            buffer = _aligned((*rows.shape, *a.shape[1:]), a.dtype)
+            # mode="clip": the rows are valid, and "raise" would buffer `out`.
+            out.append(np.take(a, rows, axis=0, out=buffer, mode="clip"))
+        return tuple(out)
+    starts, lengths = window.runs
+    total = int(lengths.sum())
+    block = window.block
+    whole = lengths == block  # a run of a block's length is that block
+    # Segments of consecutive whole blocks (one `take` each) and single runs.
+    cuts = np.flatnonzero(np.diff(whole.astype(np.int8))) + 1
+    segments = np.split(np.arange(len(lengths)), cuts)
+    out = []
+    for a in arrays:
+        buffer = _aligned((total, *a.shape[1:]), a.dtype)
+        by_block = a[: a.shape[0] // block * block].reshape(-1, block, *a.shape[1:])
+        position = 0
+        for segment in segments:
+            if whole[segment[0]]:
+                size = len(segment) * block
+                target = buffer[position : position + size]
+                np.take(
+                    by_block,
+                    starts[segment] // block,
+                    axis=0,
+                    out=target.reshape(len(segment), block, *a.shape[1:]),
+                    mode="clip",
+                )
+                position += size
+            else:
+                for i in segment:
+                    size = int(lengths[i])
+                    end = position + size
+                    buffer[position:end] = a[starts[i] : starts[i] + size]
+                    position = end
+        batches = buffer.reshape(k, total // k, *a.shape[1:])
+        if columns != slice(None) and columns != slice(0, batches.shape[1]):
+            batches = np.ascontiguousarray(batches[:, columns])
+        out.append(batches)
+    return tuple(out)
+
+
+def _chunks(
+    windows: Iterator[tuple[np.ndarray, ...]], lengths: Sequence[int]
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """Regroup the windows' batches into chunks of the given numbers of
+    steps (no copy where a chunk is one window)."""
+    pending: list[tuple[np.ndarray, ...]] = []
+    have = 0
+    for length in lengths:
+        while have < length:
+            pending.append(next(windows))
+            have += pending[-1][0].shape[0]
+        if len(pending) == 1:
+            joined = pending[0]
+        else:
+            joined = tuple(
+                np.concatenate(parts) for parts in zip(*pending, strict=True)
+            )
+        have -= length
+        pending = [tuple(x[length:] for x in joined)] if have else []
+        yield tuple(x[:length] for x in joined)
+
+
+class _Prefetcher:
+    """Runs an iterator in a background thread, ``depth`` items ahead.
+    NumPy's gathers and the copies to the device release the GIL, so the
+    host's work overlaps the device's. ``get`` returns ``None`` at the end
+    and re-raises the thread's exceptions; ``close`` stops the thread."""
+
+    _END = object()
+
+    def __init__(self, items: Iterator[Any], depth: int) -> None:
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(items,), daemon=True, name="streaming-prefetch"
+        )
+        self.thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, items: Iterator[Any]) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except BaseException as error:  # handed to the main thread
+            self._put(error)
+
+    def get(self) -> Any:
+        item = self.queue.get()
+        if item is self._END:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 class _Feed:
@@ -484,9 +740,9 @@ class _Feed:
                 "this process's devices must hold contiguous rows of a batch"
             )
 
-    def put(self, batches: list[np.ndarray]) -> tuple[jax.Array, ...]:
-        idx = np.stack(batches)[:, self.rows]
-        local = [a[idx.ravel()].reshape(*idx.shape, *a.shape[1:]) for a in self.arrays]
+    def put(self, local: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...]:
+        """Put a chunk's gathered rows (this process's ``rows`` of each
+        batch) on the device(s)."""
         if self.mesh is None:
             return tuple(jax.device_put(x) for x in local)
         if jax.process_count() == 1:

@@ -138,6 +138,161 @@ def test_fit_takes_its_batches_from_the_shuffles():
     assert result.steps_per_epoch == n // b and result.epochs_run == 2
 
 
+def _epochs(key, n, b, block, num_epochs, start_epoch=0):
+    batches = streaming._batch_indices(key, n, b, start_epoch, shuffle_block=block)
+    return [np.stack([next(batches) for _ in range(n // b)]) for _ in range(num_epochs)]
+
+
+@pytest.mark.parametrize("n, b, block", [(1_003, 100, 7), (10_007, 300, 64)])
+def test_block_shuffle_keeps_blocks_whole_and_visits_rows_once(n, b, block):
+    """Each epoch: every row at most once, ``n // b * b`` rows, laid out as
+    whole blocks of contiguous rows (only the block cut by the end of the
+    epoch, and the one shorter last block, are partial); epochs differ, and
+    a resumed run reproduces them."""
+    key = jax.random.key(5)
+    epochs = _epochs(key, n, b, block, 3)
+    num_blocks = -(-n // block)
+    for epoch in epochs:
+        rows = epoch.ravel()
+        assert len(np.unique(rows)) == len(rows) == (n // b) * b
+        assert rows.min() >= 0 and rows.max() < n
+        # Within a block, row r + 1 comes right after row r.
+        position = np.full(n, -1)
+        position[rows] = np.arange(len(rows))
+        same_block = np.arange(n - 1) // block == np.arange(1, n) // block
+        both = (position[:-1] >= 0) & (position[1:] >= 0) & same_block
+        assert (position[1:][both] == position[:-1][both] + 1).all()
+        # Blocks are used whole, but for the one the end of the epoch cuts
+        # (its first rows kept); the rest of the dropped rows are whole blocks.
+        used = np.bincount(rows // block, minlength=num_blocks)
+        sizes = np.minimum(block, n - np.arange(num_blocks) * block)
+        partial = np.flatnonzero((used > 0) & (used < sizes))
+        assert len(partial) <= 1
+        for j in partial:
+            assert position[j * block] >= 0  # a prefix of the block
+    assert not np.array_equal(epochs[0], epochs[1])
+    # The dropped rows differ from epoch to epoch too.
+    dropped = [set(range(n)) - set(e.ravel()) for e in epochs]
+    assert dropped[0] != dropped[1]
+    np.testing.assert_array_equal(
+        _epochs(key, n, b, block, 1, start_epoch=2)[0], epochs[2]
+    )
+
+
+def test_block_shuffle_mixes_blocks_uniformly():
+    """Over many epochs every block is about equally often in the first
+    batch (a block order that were not uniform, say always the identity or
+    a fixed rotation, would fail)."""
+    n, b, block, num_epochs = 640, 64, 16, 400
+    key = jax.random.key(7)
+    batches = streaming._batch_indices(key, n, b, 0, shuffle_block=block)
+    counts = np.zeros(n // block)
+    for _ in range(num_epochs):
+        epoch = [next(batches) for _ in range(n // b)]
+        counts[np.unique(epoch[0] // block)] += 1
+    expected = num_epochs * b / n  # each block is in the first batch w.p. b/n
+    # Binomial(400, 0.1): sd 6; all 40 blocks within 4 sd.
+    assert np.abs(counts - expected).max() < 4 * np.sqrt(expected * (1 - b / n))
+
+
+def test_one_block_of_one_row_is_the_row_shuffle():
+    """shuffle_block=1 is the row shuffle: the permutation of
+    ``Generator.permutation(N)`` from the epoch's seed, cut and sorted."""
+    key, n, b = jax.random.key(3), 1_000, 100
+    seed = np.asarray(jax.random.key_data(jax.random.fold_in(key, 0)))
+    order = np.random.default_rng(seed.astype(np.uint64)).permutation(n)
+    expected = np.sort(order.reshape(n // b, b), axis=1)
+    np.testing.assert_array_equal(_epochs(key, n, b, 1, 1)[0], expected)
+
+
+@pytest.mark.parametrize("block", [1, 64])
+def test_gather_returns_the_rows_of_each_batch_and_each_process_its_columns(block):
+    n, b = 5_003, 500
+    x = np.arange(3 * n, dtype=np.float32).reshape(n, 3)
+    group = np.arange(n, dtype=np.int32)
+    window = next(streaming._windows(jax.random.key(0), n, b, block, 0))
+    rows = streaming._window_rows(window, b)
+    gx, gg = streaming._gather((x, group), window, slice(None))
+    np.testing.assert_array_equal(gg, rows)
+    np.testing.assert_array_equal(gx, x[rows])
+    for columns in [slice(0, 250), slice(250, 500), slice(100, 200)]:
+        part = streaming._gather((x, group), window, columns)
+        np.testing.assert_array_equal(part[0], x[rows[:, columns]])
+        np.testing.assert_array_equal(part[1], rows[:, columns])
+    assert gx.ctypes.data % 64 == 0  # aligned: JAX on CPU takes it as it is
+
+
+def test_block_shuffle_holds_no_permutation_of_the_rows():
+    """The row shuffle holds an int32 permutation of the rows (4 bytes a
+    row); the block shuffle only one entry per block."""
+    import tracemalloc
+
+    n, b = 2_000_000, 10_000
+    key = jax.random.key(0)
+    peaks = {}
+    for block in (1, 64):
+        windows = streaming._windows(key, n, b, block, 0)
+        tracemalloc.start()
+        for _ in range(n // b // streaming._window_batches(b)):
+            next(windows)
+        peaks[block] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[1] >= 4 * n
+    assert peaks[64] < 64 * n // 64  # 8 bytes a block, a few arrays of them
+
+
+def test_fit_with_a_block_shuffle_takes_its_batches_from_it():
+    """As for the row shuffle, with N, the batch and the chunks not
+    multiples of the block or of each other (a chunk spans windows)."""
+    n, b, block = 1_013, 40, 7
+    values = np.random.default_rng(1).normal(size=n).astype(np.float32)
+
+    def model(v, num_data):
+        with streaming.batch_plate("data", num_data, v.shape[0]):
+            numpyro.factor("f", v)
+
+    def guide(v, num_data):
+        numpyro.param("unused", 0.0)
+
+    key = jax.random.key(2)
+    svi = SVI(model, guide, optax.sgd(0.1), Trace_ELBO())
+    result = streaming.fit(
+        svi,
+        key,
+        (values,),
+        batch_size=b,
+        num_epochs=3,
+        progress_bar=False,
+        steps_per_chunk=17,
+        shuffle_block=block,
+    )
+    _, key_shuffle = jax.random.split(key)
+    batches = streaming._batch_indices(key_shuffle, n, b, 0, shuffle_block=block)
+    expected = [-(n / b) * values[next(batches)].sum() for _ in range(3 * (n // b))]
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-4, atol=1e-3)
+    # The row shuffle gives other batches, hence other losses.
+    rows = streaming.fit(
+        svi, key, (values,), batch_size=b, num_epochs=3, progress_bar=False
+    )
+    assert not np.allclose(rows.losses, result.losses)
+
+
+def test_prefetcher_hands_on_errors_and_stops():
+    def items():
+        yield 1
+        raise RuntimeError("gather failed")
+
+    prefetcher = streaming._Prefetcher(items(), depth=1)
+    assert prefetcher.get() == 1
+    with pytest.raises(RuntimeError, match="gather failed"):
+        prefetcher.get()
+    prefetcher.close()
+    endless = streaming._Prefetcher(iter(int, 1), depth=2)  # never ends
+    assert endless.get() == 0
+    endless.close()  # stops a thread blocked on a full queue
+    assert not endless.thread.is_alive()
+
+
 # --------------------------------------------------------------------------
 # The fit
 
@@ -263,6 +418,10 @@ def test_memmap_input_gives_the_same_fit(tmp_path):
     a = streaming.fit(svi, jax.random.key(0), (y,), **kwargs)
     b = streaming.fit(svi, jax.random.key(0), (mapped,), **kwargs)
     np.testing.assert_array_equal(a.losses, b.losses)
+    kwargs["shuffle_block"] = 64
+    a = streaming.fit(svi, jax.random.key(0), (y,), **kwargs)
+    b = streaming.fit(svi, jax.random.key(0), (mapped,), **kwargs)
+    np.testing.assert_array_equal(a.losses, b.losses)
     assert a.rows_per_second > 0 and a.setup_seconds > 0
 
 
@@ -291,6 +450,9 @@ def test_fit_rejects_bad_input():
         call(average_from=10)
     with pytest.raises(ValueError, match="num_data is passed by fit"):
         call(num_data=5)
+    for bad in (0, 101, 2.0):
+        with pytest.raises(ValueError, match="shuffle_block"):
+            call(shuffle_block=bad)
     with pytest.raises(TypeError, match="rng_key"):
         streaming.fit(svi, 0, (y,), batch_size=10, num_epochs=1)
     with pytest.raises(TypeError, match="svi"):
