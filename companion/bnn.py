@@ -4,14 +4,18 @@ model, and a hand-written layer-wise variational guide for it.
 Model, for inputs ``x`` (``n × d``) and labels ``y`` in {0, 1}::
 
     θ = (kernels, biases) ~ SoftLaplace(0, s) on kernels, Normal(0, s) on biases
-    p = MLP_θ(x)                     # tanh hidden layers, sigmoid output
-    y_i ~ Bernoulli(p_i)             # inside numpyro.plate("data", n)
+    f = MLP_θ(x)                     # tanh hidden layers, linear output: logits
+    p = sigmoid(f)                   # recorded as the deterministic site p
+    y_i ~ Bernoulli(logits=f_i)      # inside numpyro.plate("data", n)
 
 with ``s = prior_scale`` (1 in the talk). The latent sites are named
 ``nn/layers.<i>.kernel`` and ``nn/layers.<i>.bias`` (NumPyro's
 ``random_nnx_module`` names them after the nnx parameter paths), the
 per-observation probabilities are the deterministic site ``p``, the labels
-the site ``y``.
+the site ``y``. The likelihood takes the logits, not ``p``: ``Bernoulli(probs=p)``
+clamps ``p`` to ``[eps, 1 - eps]``, so a confidently wrong prediction
+(``sigmoid`` rounded to 0 or 1) would contribute a constant ``log(eps)`` and
+no gradient; ``Bernoulli(logits=f)`` computes ``-softplus(∓f)`` exactly.
 
 With ``build_model(..., subsample_size=b)`` the likelihood is evaluated on
 a mini-batch of ``b`` rows per call (:func:`subsample_plate`), scaled by
@@ -56,11 +60,13 @@ Model = Callable[..., None]
 
 class MLP(nnx.Module):
     """The talk's multi-layer perceptron: ``tanh`` hidden layers and a
-    ``sigmoid`` output, so that it maps ``(n, din)`` inputs to probabilities
-    of shape ``(n, dout)``.
+    linear last layer, so that it maps ``(n, din)`` inputs to logits of
+    shape ``(n, dout)``; ``jax.nn.sigmoid`` of them are the probabilities.
 
-    The one change from the talk's code: the layers sit in an ``nnx.List``
-    (Flax 0.12 refuses a plain Python list of modules as an attribute).
+    Two changes from the talk's code: the layers sit in an ``nnx.List``
+    (Flax 0.12 refuses a plain Python list of modules as an attribute), and
+    the network returns logits where the talk's applies a ``sigmoid``, so
+    that the likelihood can take them (see :func:`build_model`).
 
     Args:
         din: number of input features.
@@ -101,9 +107,10 @@ class MLP(nnx.Module):
             self.layers.append(nnx.Linear(in_dim, out_dim, rngs=rngs))
 
     def __call__(self, x: Float[Array, "n din"]) -> Float[Array, "n dout"]:
+        """The logits of ``x``: ``tanh`` hidden layers, a linear output."""
         for layer in self.layers[:-1]:
             x = jax.nn.tanh(layer(x))
-        return jax.nn.sigmoid(self.layers[-1](x))
+        return self.layers[-1](x)
 
 
 def make_prior(
@@ -213,9 +220,13 @@ def build_model(
 
     The MLP's weights become latent sites ``{name}/layers.<i>.kernel`` and
     ``{name}/layers.<i>.bias`` with the prior of :func:`make_prior`; the
-    model records ``p = mlp(x).squeeze(-1)`` as the deterministic site ``p``
-    and samples (or, given ``y``, observes) ``y ~ Bernoulli(p)`` inside the
-    plate ``"data"`` over the ``n`` rows of ``x``. The model has no ``param``
+    network's output are logits ``f = mlp(x).squeeze(-1)``, the model records
+    the probabilities ``p = sigmoid(f)`` as the deterministic site ``p`` and
+    samples (or, given ``y``, observes) ``y ~ Bernoulli(logits=f)`` inside
+    the plate ``"data"`` over the ``n`` rows of ``x``. The likelihood takes
+    the logits because ``Bernoulli(probs=p)`` clamps ``p`` away from 0 and
+    1: a confidently wrong prediction would then add a constant and no
+    gradient, where the logits give ``-softplus`` exactly. The model has no ``param``
     sites (the MLP's initial weights, which ``random_nnx_module`` registers
     as one, are hidden from inference: only their shapes matter).
 
@@ -288,8 +299,9 @@ def build_model(
         with subsample_plate("data", n, subsample_size, replace=replace) as idx:
             if subsample_size is not None:
                 x, y = x[idx], None if y is None else y[idx]
-            p = numpyro.deterministic("p", nn(x).squeeze(-1))
-            numpyro.sample("y", dist.Bernoulli(probs=p), obs=y)
+            logits = nn(x).squeeze(-1)
+            numpyro.deterministic("p", jax.nn.sigmoid(logits))
+            numpyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
 
     return model
 

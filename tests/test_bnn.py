@@ -1,5 +1,6 @@
-"""Tests of companion.bnn: the MLP, the lifted model (sites, priors, prior
-predictive, input checks), the layer-wise guide and a short fit."""
+"""Tests of companion.bnn: the MLP, the lifted model (sites, priors, the
+logits likelihood, prior predictive, input checks), the layer-wise guide and
+a short fit."""
 
 import jax
 import jax.numpy as jnp
@@ -41,14 +42,14 @@ def test_mlp_is_the_talks_network(mlp):
     x = jax.random.normal(jax.random.key(1), (7, 2))
     out = mlp(x)
     assert out.shape == (7, 1)
-    assert bool(jnp.all((out > 0) & (out < 1)))
-    # tanh hidden layers, sigmoid output, by hand
+    # tanh hidden layers, a linear output (logits), by hand
     h = x
     for layer in mlp.layers[:-1]:
         h = jnp.tanh(h @ layer.kernel[...] + layer.bias[...])
     last = mlp.layers[-1]
-    expected = jax.nn.sigmoid(h @ last.kernel[...] + last.bias[...])
+    expected = h @ last.kernel[...] + last.bias[...]
     np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert bool(jnp.any(out < 0)) or bool(jnp.any(out > 1))  # not probabilities
 
 
 @pytest.mark.parametrize(
@@ -76,19 +77,71 @@ def test_model_sites_shapes_and_priors(mlp):
     assert trace["p"]["type"] == "deterministic" and trace["p"]["value"].shape == (5,)
     assert trace["y"]["is_observed"]
     np.testing.assert_array_equal(trace["y"]["value"], y)
-    assert isinstance(trace["y"]["fn"], dist.BernoulliProbs)
+    assert isinstance(trace["y"]["fn"], dist.BernoulliLogits)
     assert trace["data"]["type"] == "plate" and trace["data"]["args"][0] == 5
     # random_nnx_module wraps the prior as Independent(Expanded(prior))
     kernel = trace["nn/layers.0.kernel"]["fn"].base_dist.base_dist
     bias = trace["nn/layers.0.bias"]["fn"].base_dist.base_dist
     assert isinstance(kernel, dist.SoftLaplace) and float(kernel.scale) == 2.0
     assert isinstance(bias, dist.Normal) and float(bias.scale) == 2.0
-    # the likelihood uses p: log p(y | θ) = Σ Bernoulli log-probs at p
+    # p = sigmoid(logits), and the likelihood is the Bernoulli at p:
+    # log p(y | θ) = Σ y log p + (1 - y) log(1 - p)
     p = trace["p"]["value"]
+    np.testing.assert_allclose(p, jax.nn.sigmoid(trace["y"]["fn"].logits), rtol=1e-6)
     np.testing.assert_allclose(
         trace["y"]["fn"].log_prob(y).sum(),
         jnp.sum(y * jnp.log(p) + (1 - y) * jnp.log1p(-p)),
         rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("subsample_size", [None, 4])
+def test_saturated_wrong_predictions_still_have_a_gradient(mlp, subsample_size):
+    # Every weight 0 but the output bias b = 20, and every label 0: the
+    # network is confidently wrong everywhere. With the logits likelihood
+    # log p(y | θ) = -n softplus(b) ≈ -20 n and d/db = -n sigmoid(b) ≈ -n;
+    # through probs = sigmoid(b), which rounds to 1 and NumPyro clamps to
+    # 1 - eps (float32), the log-likelihood is stuck at n log(eps), gradient 0.
+    n = 8
+    x = jax.random.normal(jax.random.key(4), (n, 2))
+    y = jnp.zeros(n, dtype=jnp.int32)
+    # (a mini-batch of b rows is scaled by n / b: the same -n softplus(b))
+    model = bnn.build_model(mlp, subsample_size=subsample_size)
+    values = {site: jnp.zeros(shape) for site, shape in SITES.items()}
+    values["nn/layers.1.bias"] = jnp.ones(3)  # hidden units at tanh(1)
+
+    def log_density(output_bias, output_kernel):
+        params = values | {
+            "nn/layers.2.bias": output_bias,
+            "nn/layers.2.kernel": output_kernel,
+        }
+        seeded = numpyro.handlers.seed(model, 0)
+        return numpyro.infer.util.log_density(seeded, (x, y), {}, params)[0]
+
+    def log_prior(output_bias, output_kernel):
+        params = values | {
+            "nn/layers.2.bias": output_bias,
+            "nn/layers.2.kernel": output_kernel,
+        }
+        return sum(
+            (dist.Normal if "bias" in site else dist.SoftLaplace)(0.0, 1.0)
+            .log_prob(value)
+            .sum()
+            for site, value in params.items()
+        )
+
+    bias, kernel = jnp.array([20.0]), jnp.zeros((3, 1))
+    # the likelihood's share: the model's log density minus the prior
+    log_lik = log_density(bias, kernel) - log_prior(bias, kernel)
+    # -softplus(20) per point, not the clamped log(eps) ≈ -15.9
+    np.testing.assert_allclose(log_lik, -n * 20.0, rtol=1e-4)
+    grads = jax.grad(log_density, argnums=(0, 1))(bias, kernel)
+    prior_grads = jax.grad(log_prior, argnums=(0, 1))(bias, kernel)
+    np.testing.assert_allclose(grads[0] - prior_grads[0], [-n], rtol=1e-4)
+    np.testing.assert_allclose(
+        grads[1] - prior_grads[1],
+        jnp.full((3, 1), -n * jnp.tanh(1.0)),
+        rtol=1e-4,
     )
 
 
