@@ -59,32 +59,31 @@ local function word_count(blocks)
   return n
 end
 
-local function contains(el, predicate)
-  local found = false
-  local function check(x)
-    if predicate(x) then
-      found = true
-    end
+-- What gets a slide of its own: a figure, a table, a code listing of more
+-- than a few lines.
+local SHORT_CODE_LINES = 6
+local function is_visual(el)
+  if el.t == "CodeBlock" then
+    return select(2, el.text:gsub("\n", "")) + 1 > SHORT_CODE_LINES
   end
+  local found = false
   pandoc.walk_block(pandoc.Div({ el }), {
-    Image = check,
-    Div = check,
-    Table = check,
-    Math = check,
+    Image = function()
+      found = true
+    end,
+    Table = function()
+      found = true
+    end,
+    CodeBlock = function(code)
+      if select(2, code.text:gsub("\n", "")) + 1 > SHORT_CODE_LINES then
+        found = true
+      end
+    end,
   })
   return found
 end
 
-local function is_figure(el)
-  return contains(el, function(x)
-    if x.t == "Image" then
-      return true
-    end
-    return x.t == "Div" and custom_type(x) == "FloatRefTarget" and contains_image(x)
-  end)
-end
-
-function contains_image(el)
+local function contains_image(el)
   local found = false
   pandoc.walk_block(el, {
     Image = function()
@@ -157,7 +156,17 @@ local function cell_for_slide(cell)
     elseif block.t == "Div" and (has_class(block, "cell-output-stdout") or has_class(block, "cell-output-stderr")) then
       -- printed output stays in the book
     elseif block.t == "Div" and has_class(block, "cell-output-markdown") and not contains_image(block) then
-      notes:extend(block.content)
+      -- computed prose goes to the notes; a short listing (show_source) stays
+      for _, inner in ipairs(block.content) do
+        if inner.t == "CodeBlock" and select(2, inner.text:gsub("\n", "")) + 1 <= MAX_CODE_LINES then
+          kept:insert(inner)
+        else
+          notes:insert(inner)
+        end
+      end
+    elseif block.t == "Div" and has_class(block, "cell-output-display") and #block.content > 0
+      and block.content[1].t == "CodeBlock" and not contains_image(block) and not has_table(block) then
+      -- a value's plain-text repr ({'loc': 0.91...}): the book's, not the slide's
     elseif has_table(block) and not contains_image(block) then
       if tables_fit(block) then
         kept:insert(block)
@@ -252,9 +261,45 @@ local function continuation(header)
   return copy
 end
 
+-- The first sentence of the first paragraph in the notes, for a slide that
+-- would otherwise show only its title: the section's topic sentence.
+local MAX_LEAD_WORDS = 40
+local function lead_sentence(notes)
+  for _, block in ipairs(notes) do
+    if block.t == "Para" or block.t == "Plain" then
+      local lead = pandoc.List()
+      local words = 0
+      for i, x in ipairs(block.content) do
+        if x.t == "Math" and x.mathtype == "DisplayMath" then
+          return nil
+        end
+        lead:insert(x)
+        if x.t == "Str" then
+          words = words + 1
+          local nxt = block.content[i + 1]
+          if x.text:match("[.?!]$") and words >= 5 and (nxt == nil or nxt.t == "Space" or nxt.t == "SoftBreak") then
+            return pandoc.Para(lead)
+          end
+        end
+        if words > MAX_LEAD_WORDS then
+          return nil
+        end
+      end
+      return nil
+    end
+  end
+  return nil
+end
+
 local function emit(slide, out)
   if slide.header ~= nil then
     out:insert(slide.header)
+  end
+  if #slide.kept == 0 then
+    local lead = lead_sentence(slide.notes)
+    if lead ~= nil then
+      out:insert(pandoc.Div({ lead }, pandoc.Attr("", { "lead" })))
+    end
   end
   out:extend(slide.kept)
   if #slide.notes > 0 then
@@ -270,7 +315,7 @@ local function section_to_slides(header, blocks, out)
     local current = slides[#slides]
     local kept, notes = triage(block)
     for _, k in ipairs(kept) do
-      if is_figure(k) then
+      if is_visual(k) then
         if current.figures > 0 or #current.kept > 0 then
           current = new_slide(header and continuation(header) or nil)
           slides:insert(current)
@@ -337,6 +382,17 @@ local function restructure(doc)
     end
   end
   flush()
+  -- the bibliography on a slide of its own rather than under the last one
+  local cites = false
+  doc:walk({
+    Cite = function()
+      cites = true
+    end,
+  })
+  if cites then
+    out:insert(pandoc.Header(2, { pandoc.Str("References") }, pandoc.Attr("", { "unnumbered", "smaller" })))
+    out:insert(pandoc.Div({}, pandoc.Attr("refs")))
+  end
   doc.blocks = out
   return doc
 end

@@ -138,6 +138,30 @@ printed text
 :::
 :::
 
+## The data
+
+Twenty draws from a Gamma distribution with a known concentration. The rest
+of the paragraph explains why [@blei2017variational].
+
+::: {.cell}
+::: {.cell-output .cell-output-display}
+```
+{'concentration_loc': 0.9196}
+```
+:::
+:::
+
+## A listing
+
+::: {.cell}
+::: {.cell-output .cell-output-markdown}
+```python
+def listing():
+    return "the idea"
+```
+:::
+:::
+
 ## Exercises
 
 1. **Try a wider guide.** Then a long question that goes on and on about what
@@ -195,6 +219,22 @@ def test_slides_show_exercise_titles_without_hints(deck):
     assert "far too long" not in shown and "far too long" in ex["notes"]
     everything = json.dumps(ex)
     assert "The hint text" not in everything
+
+
+def test_slides_show_a_topic_sentence_listings_and_the_references_on_their_own(deck):
+    data = next(s for s in deck if s["title"] == "The data")
+    shown = text(data["shown"])
+    # a slide with nothing else to show gets the section's first sentence
+    assert shown.startswith(
+        "Twenty draws from a Gamma distribution with a known concentration."
+    )
+    assert "The rest" not in shown and "The rest" in data["notes"]
+    assert "concentration_loc" not in json.dumps(deck)  # a value's repr is the book's
+    listing = next(s for s in deck if s["title"] == "A listing")
+    assert 'return "the idea"' in text(listing["shown"])  # a listing a cell chose
+    assert deck[-1]["title"] == "References"
+    refs = deck[-1]["shown"]
+    assert refs and refs[0]["t"] == "Div" and refs[0]["c"][0][0] == "refs"
 
 
 def test_slides_filter_leaves_the_book_and_handwritten_decks_alone():
