@@ -23,6 +23,8 @@ names the chapter that introduces it. One concept per module:
   to one device, a mesh of devices or several processes (chapters 8, 9).
 - :mod:`companion.hierarchical` — a hierarchical regression with an exact
   posterior at any number of rows (chapter 8).
+- :mod:`companion.laplace` — the linearised (GLM) predictive of a Laplace
+  approximation (chapter 9).
 """
 
 from companion import (
@@ -30,6 +32,7 @@ from companion import (
     data,
     gamma,
     hierarchical,
+    laplace,
     mcmc,
     metrics,
     predictive,
@@ -55,6 +58,7 @@ __all__ = [
     "fit",
     "gamma",
     "hierarchical",
+    "laplace",
     "make_moons",
     "mcmc",
     "metrics",
