@@ -233,8 +233,8 @@ def fit(
         init_state: an `SVIState` to resume from (``result.state``).
         start_epoch: the epoch number to start from (``result.epochs_run``
             when resuming), which selects the shuffles.
-        steps_per_chunk: steps per compiled chunk; default about 64k rows per
-            chunk, at most one epoch.
+        steps_per_chunk: steps per compiled chunk (and per transfer to the
+            device); default about 256k rows per chunk, at most one epoch.
         prefetch: chunks gathered and sent to the device ahead of use, >= 1.
         average_from: if given, the step of this call (0-based) from which
             the unconstrained parameters are averaged; the result's
@@ -301,7 +301,7 @@ def fit(
     steps_per_epoch = num_data // batch_size
     total_steps = num_epochs * steps_per_epoch
     if steps_per_chunk is None:
-        steps_per_chunk = max(1, min(steps_per_epoch, 65_536 // batch_size))
+        steps_per_chunk = max(1, min(steps_per_epoch, _CHUNK_ROWS // batch_size))
     _check_count("steps_per_chunk", steps_per_chunk)
     steps_per_chunk = min(steps_per_chunk, total_steps)
     if average_from is not None and (
@@ -327,8 +327,15 @@ def fit(
     if total_steps % steps_per_chunk:
         chunk_lengths.append(total_steps % steps_per_chunk)
 
-    def windows() -> Iterator[_Window]:
-        return _windows(key_shuffle, num_data, batch_size, shuffle_block, start_epoch)
+    def windows(per_window: int) -> Iterator[_Window]:
+        return _windows(
+            key_shuffle,
+            num_data,
+            batch_size,
+            shuffle_block,
+            start_epoch,
+            per_window=per_window,
+        )
 
     # A background thread gathers the chunks on the host and puts them on
     # the device, ``prefetch`` ahead; it starts now, so that it overlaps
@@ -337,23 +344,27 @@ def fit(
         (
             feed.put(chunk)
             for chunk in _chunks(
-                (_gather(arrays, w, feed.rows) for w in windows()), chunk_lengths
+                (_gather(arrays, w, feed.rows) for w in windows(steps_per_chunk)),
+                chunk_lengths,
             )
         ),
         depth=prefetch,
     )
     try:
         start = time.perf_counter()
+        chunk = prefetcher.get()
         if init_state is None or getattr(svi, "constrain_fn", None) is None:
             # With init_state, only to set up the SVI object's constraints.
-            # On the first batch, whole, from the host (every process has it).
-            first_batch = _gather(arrays, next(windows()), slice(None))
+            # On the first batch, whole (every process gathers it).
+            if mesh is None:
+                first_batch = tuple(x[0] for x in chunk)
+            else:
+                window = next(windows(1))
+                first_batch = tuple(
+                    jnp.asarray(x[0]) for x in _gather(arrays, window, slice(None))
+                )
             fresh = svi.init(
-                key_init,
-                *(jnp.asarray(a[0]) for a in first_batch),
-                num_data=num_data,
-                **static,
-                **dynamic,
+                key_init, *first_batch, num_data=num_data, **static, **dynamic
             )
         state = fresh if init_state is None else init_state
         if mesh is not None:
@@ -366,7 +377,6 @@ def fit(
             jnp.zeros((), jnp.int32),
         )
         runner = _Runner(svi, num_data, static, averaging)
-        chunk = prefetcher.get()
         for length in sorted(set(chunk_lengths)):  # the last may be shorter
             shaped = tuple(
                 jax.ShapeDtypeStruct(
@@ -474,13 +484,7 @@ def _start(average_from: int | None) -> jax.Array:
     return jnp.asarray(-1 if average_from is None else average_from, jnp.int32)
 
 
-_WINDOW_ROWS = 65_536  # rows shuffled together in a block shuffle (about)
-
-
-def _window_batches(batch_size: int) -> int:
-    """Batches per window: the unit of gathering, and of the row shuffle
-    within a block shuffle (about ``_WINDOW_ROWS`` rows, at least a batch)."""
-    return max(1, _WINDOW_ROWS // batch_size)
+_CHUNK_ROWS = 262_144  # rows per chunk by default (about)
 
 
 class _Window(NamedTuple):
@@ -501,8 +505,10 @@ def _windows(
     batch_size: int,
     shuffle_block: int,
     start_epoch: int,
+    per_window: int = 1,
 ) -> Iterator[_Window]:
-    """The shuffles of epoch after epoch, window by window.
+    """The shuffles of epoch after epoch, ``per_window`` batches at a time
+    (the unit of gathering; the last window of an epoch may be shorter).
 
     Each epoch seeds NumPy's PCG64 from ``fold_in(rng_key, epoch)``, so a
     resumed run reproduces it. With ``shuffle_block == 1`` it draws a
@@ -515,7 +521,6 @@ def _windows(
     sequence are dropped. Either way each row is in at most one batch of an
     epoch."""
     steps = num_data // batch_size
-    per_window = _window_batches(batch_size)
     dtype = np.int32 if num_data < 2**31 else np.int64
     epoch = start_epoch
     while True:

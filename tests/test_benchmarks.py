@@ -70,13 +70,16 @@ def test_bench_streaming_runs_and_records_its_settings(tmp_path):
     out = _run_benchmark(
         "bench_streaming.py",
         *("--rows", "4000", "--batch-size", "500", "--groups", "20"),
-        *("--limit-steps", "4", "--repeats", "1", "--record", str(record)),
+        *("--shuffle-blocks", "1", "16", "--limit-steps", "4", "--repeats", "1"),
+        *("--record", str(record)),
     )
     assert "batch 500 rows, 20 groups" in out
     with record.open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 1 and int(rows[0]["num_rows"]) == 4000
-    assert float(rows[0]["rows_per_s"]) > 0 and float(rows[0]["limit_rows_per_s"]) > 0
+    assert [int(r["num_rows"]) for r in rows] == [4000, 4000]
+    assert [int(r["shuffle_block"]) for r in rows] == [1, 16]
+    for row in rows:
+        assert float(row["rows_per_s"]) > 0 and float(row["limit_rows_per_s"]) > 0
 
 
 def test_recorded_streaming_results_match_the_benchmark_settings():
@@ -92,7 +95,11 @@ def test_recorded_streaming_results_match_the_benchmark_settings():
     with path.open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == bench_streaming.COLUMNS
-    assert [int(r["num_rows"]) for r in rows] == defaults["rows"]
+    blocks = defaults["shuffle_blocks"]
+    assert [int(r["num_rows"]) for r in rows] == [
+        n for n in defaults["rows"] for _ in blocks
+    ]
+    assert [int(r["shuffle_block"]) for r in rows] == blocks * len(defaults["rows"])
     for row in rows:
         assert int(row["batch_size"]) == defaults["batch_size"]
         assert int(row["num_groups"]) == defaults["groups"]
