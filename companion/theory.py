@@ -13,7 +13,8 @@ so the dimension of θ can grow while the truth stays known (chapter 1).
 Beyond the posterior, the evidence, the ELBO and KL divergences, the module
 has what the chapters measure against them: the naive Monte Carlo evidence
 estimator and its exact relative error, reparameterised and score-function
-estimators of the ELBO's gradient, NumPyro versions of the model and of a
+estimators of the ELBO's gradient and the exact variance of the
+reparameterised one (with the KL sampled or in closed form), NumPyro versions of the model and of a
 Gaussian guide, and the mean-field optimum for a correlated Gaussian target.
 
 ELBO means the evidence lower bound itself (to maximise); NumPyro's losses
@@ -39,6 +40,7 @@ from jaxtyping import Array, ArrayLike, Float
 __all__ = [
     "elbo_grad_reparam",
     "elbo_grad_score",
+    "elbo_grad_variance",
     "kl_mvn",
     "kl_normal",
     "mean_field_optimum",
@@ -414,6 +416,55 @@ def elbo_grad_score(
         in_axes=(0, None, None),
     )(theta, q_loc, q_scale)
     return jnp.mean(weight * score_loc), jnp.mean(weight * score_scale)
+
+
+def elbo_grad_variance(
+    y: Float[ArrayLike, " n"],
+    q_loc: float,
+    q_scale: float,
+    prior_loc: float,
+    prior_scale: float,
+    noise_scale: float,
+    num_samples: int = 1,
+    *,
+    closed_form_kl: bool = False,
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """Exact variance of the reparameterised estimate of ``∇_φ ELBO``.
+
+    ``φ = (q_loc, q_scale)``, ``θ = q_loc + q_scale ε``, ``ε ~ N(0, 1)``; the
+    variance of an average of ``num_samples`` independent draws. Two
+    estimators of the same gradient:
+
+    - ``closed_form_kl=False``: ``log p(y | θ) + log p(θ) - log q_φ(θ)`` all
+      sampled (NumPyro's ``Trace_ELBO``, :func:`elbo_grad_reparam`);
+    - ``closed_form_kl=True``: only ``log p(y | θ)`` sampled, ``KL(q_φ ‖ p(θ))``
+      in closed form (NumPyro's ``TraceMeanField_ELBO``).
+
+    For a Gaussian ``q_φ`` the entropy term's total derivative does not depend
+    on ε, so only the sampled log densities carry noise. Each is a quadratic
+    ``-½ λ (θ - c)²`` plus a constant: precision ``λ = n/noise_scale² +
+    1/prior_scale²`` and centre ``c`` = the posterior mean when the prior is
+    sampled, ``λ = n/noise_scale²`` and ``c = mean(y)`` when it is not. Its
+    gradient is ``-λ (θ - c) (1, ε)``, whence the variances
+    ``(λ² q_scale², λ² ((q_loc - c)² + 2 q_scale²)) / num_samples``.
+    Returns ``(var of d/d q_loc, var of d/d q_scale)``. Scalar θ only.
+
+    Used in chapter 2.
+    """
+    y, q_loc, q_scale, prior_loc, prior_scale, noise_scale = _check_grad_args(
+        y, q_loc, q_scale, prior_loc, prior_scale, noise_scale, num_samples
+    )
+    if not isinstance(closed_form_kl, bool):
+        raise TypeError(f"closed_form_kl must be a bool, got {closed_form_kl!r}")
+    n = y.shape[0]
+    if closed_form_kl:
+        precision, centre = n / noise_scale**2, jnp.mean(y)
+    else:
+        centre, _ = normal_posterior(y, prior_loc, prior_scale, noise_scale)
+        precision = n / noise_scale**2 + 1.0 / prior_scale**2
+    var_loc = precision**2 * q_scale**2
+    var_scale = precision**2 * ((q_loc - centre) ** 2 + 2.0 * q_scale**2)
+    return var_loc / num_samples, var_scale / num_samples
 
 
 # --------------------------------------------------------------------------

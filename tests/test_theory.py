@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from scipy import integrate, optimize, stats
 
 from companion import theory
@@ -476,6 +476,78 @@ def test_reparameterised_gradient_has_lower_variance_and_averages_particles():
     np.testing.assert_allclose(np.var(averaged[0]) * 10, np.var(reparam[0]), rtol=0.1)
 
 
+@pytest.mark.parametrize(
+    ("q_loc", "q_scale"), [(-2.0, 0.5), (0.7, 0.05)], ids=["far", "narrow"]
+)
+def test_elbo_grad_variance_matches_numpyro_and_companion_estimators(q_loc, q_scale):
+    """The exact variances against gradients of NumPyro's Trace_ELBO (KL
+    sampled) and TraceMeanField_ELBO (KL in closed form) over 20,000 keys, and
+    of elbo_grad_reparam. A strong prior (its precision larger than the
+    likelihood's) keeps the two estimators' variances far apart, so swapping
+    them, or dropping the prior's share, fails."""
+    prior_loc, prior_scale, noise_scale, num_obs, seed = PARAMETER_SETS[2]
+    y = _data(prior_loc, prior_scale, noise_scale, num_obs, seed)
+    args = (prior_loc, prior_scale, noise_scale)
+    keys = jax.random.split(jax.random.key(3), 20_000)
+    params = {"theta_loc": q_loc, "theta_scale": q_scale}
+
+    def gradients(elbo):
+        def one(k):
+            grads = jax.grad(
+                lambda p: (
+                    -elbo.loss(k, p, theory.normal_model, theory.normal_guide, y, *args)
+                )
+            )(params)
+            return grads["theta_loc"], grads["theta_scale"]
+
+        return _over_keys(one, keys)
+
+    exact_grad = jax.grad(theory.normal_elbo, argnums=(1, 2))(y, q_loc, q_scale, *args)
+    sampled = theory.elbo_grad_variance(y, q_loc, q_scale, *args)
+    closed = theory.elbo_grad_variance(y, q_loc, q_scale, *args, closed_form_kl=True)
+    for draws, exact in (
+        (gradients(Trace_ELBO()), sampled),
+        (
+            _over_keys(
+                lambda k: theory.elbo_grad_reparam(k, y, q_loc, q_scale, *args), keys
+            ),
+            sampled,
+        ),
+        (gradients(TraceMeanField_ELBO()), closed),
+    ):
+        for draw, variance, mean in zip(draws, exact, exact_grad, strict=True):
+            draw = np.asarray(draw)
+            np.testing.assert_allclose(draw.var(), float(variance), rtol=0.1)
+            assert abs(draw.mean() - float(mean)) < 5 * draw.std() / np.sqrt(draw.size)
+    # The strong prior: the closed-form KL removes most of the noise.
+    assert float(closed[0]) < 0.5 * float(sampled[0])
+
+
+def test_elbo_grad_variance_formulas_and_averaging():
+    """Closed-form corner cases: at the exact posterior the sampled-KL loc
+    variance is the posterior precision; with the KL in closed form it is
+    (n/noise_scale²)² q_scale²; num_samples divides both variances."""
+    prior_loc, prior_scale, noise_scale, num_obs, seed = PARAMETER_SETS[1]
+    y = _data(prior_loc, prior_scale, noise_scale, num_obs, seed)
+    args = (prior_loc, prior_scale, noise_scale)
+    loc, scale = theory.normal_posterior(y, *args)
+    var_loc, _ = theory.elbo_grad_variance(y, float(loc), float(scale), *args)
+    np.testing.assert_allclose(float(var_loc), 1 / float(scale) ** 2, rtol=1e-10)
+    var_loc, var_scale = theory.elbo_grad_variance(
+        y, 0.3, 0.5, *args, closed_form_kl=True
+    )
+    np.testing.assert_allclose(
+        float(var_loc), (num_obs / noise_scale**2) ** 2 * 0.25, rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        float(var_scale),
+        (num_obs / noise_scale**2) ** 2 * ((0.3 - y.mean()) ** 2 + 2 * 0.25),
+        rtol=1e-10,
+    )
+    averaged = theory.elbo_grad_variance(y, 0.3, 0.5, *args, 7, closed_form_kl=True)
+    np.testing.assert_allclose(np.array(averaged) * 7, [var_loc, var_scale], rtol=1e-12)
+
+
 def test_functions_work_under_jit_and_vmap_in_float32():
     with jax.enable_x64(False):
         _jit_and_vmap()
@@ -607,6 +679,16 @@ Y = np.array([0.1, -0.4, 1.2])
             ),
             "num_samples must be a positive int",
         ),
+        (
+            lambda: theory.elbo_grad_variance(Y, 0.0, 1.0, 0.0, 1.0, 1.0, 0),
+            "num_samples must be a positive int",
+        ),
+        (
+            lambda: theory.elbo_grad_variance(
+                np.zeros((3, 2)), 0.0, 1.0, 0.0, 1.0, 1.0
+            ),
+            r"y must have shape \(n,\)",
+        ),
     ],
 )
 def test_bad_inputs_are_rejected(call, match):
@@ -615,6 +697,8 @@ def test_bad_inputs_are_rejected(call, match):
 
 
 def test_non_numeric_inputs_are_type_errors():
+    with pytest.raises(TypeError, match="closed_form_kl must be a bool"):
+        theory.elbo_grad_variance(Y, 0.0, 1.0, 0.0, 1.0, 1.0, closed_form_kl="yes")
     with pytest.raises(TypeError, match="y must hold real numbers"):
         theory.normal_log_evidence(np.array(["a", "b"]), 0.0, 1.0, 1.0)
     with pytest.raises(TypeError, match="prior_scale must hold real numbers"):
