@@ -21,7 +21,6 @@ of ``sigmoid`` over them, or, in closed form, the probit approximation
   a function of the flat unconstrained latent vector.
 - :func:`linearise`: the Gaussian of the linearised logits,
   ``LinearisedLogits(mean, factor)`` with ``factor = J L``.
-- :func:`linearised_laplace`: the three above in one call.
 - :func:`glm_predictive`: draws of the probability under the linearised
   logits; :func:`probit_predictive`: the closed-form approximation.
 
@@ -49,7 +48,6 @@ __all__ = [
     "glm_predictive",
     "laplace_gaussian",
     "linearise",
-    "linearised_laplace",
     "logit_function",
     "probit_predictive",
 ]
@@ -87,18 +85,23 @@ def laplace_gaussian(
 
     Raises ``ValueError`` when the covariance is degenerate: NumPyro replaces
     the Cholesky factor of a Hessian that is not positive definite by zeros
-    (its draws are then all the MAP point).
+    (its draws are then all the MAP point). Compute it once and pass it on:
+    each call computes the Hessian again.
 
     Used in chapter 9.
     """
     _check_guide(guide, params)
-    transform = guide.get_transform(params)
-    if not (hasattr(transform, "loc") and hasattr(transform, "scale_tril")):
-        raise TypeError(
-            f"guide must give a Gaussian (a LowerCholeskyAffine transform), "
-            f"{type(guide).__name__} gives {type(transform).__name__}"
-        )
-    loc, scale_tril = transform.loc, transform.scale_tril
+
+    def gaussian(params):
+        transform = guide.get_transform(params)  # the Hessian, for Laplace
+        if not (hasattr(transform, "loc") and hasattr(transform, "scale_tril")):
+            raise TypeError(
+                f"guide must give a Gaussian (a LowerCholeskyAffine transform), "
+                f"{type(guide).__name__} gives {type(transform).__name__}"
+            )
+        return transform.loc, transform.scale_tril
+
+    loc, scale_tril = jax.jit(gaussian)(params)  # compiled: the Hessian is costly
     if not np.all(np.abs(np.diag(np.asarray(scale_tril))) > 0):
         raise ValueError(
             "the guide's covariance is degenerate: the Hessian at its point is "
@@ -196,26 +199,6 @@ def linearise(
         return LinearisedLogits(mean, factor)
 
     return linearised(loc, scale_tril)
-
-
-def linearised_laplace(
-    model: Callable[..., Any],
-    guide: AutoContinuous,
-    params: dict[str, Any],
-    *args: Any,
-    site: str = "y",
-    **kwargs: Any,
-) -> LinearisedLogits:
-    """The linearised logits of ``model(*args, **kwargs)`` under a fitted
-    Laplace guide: :func:`linearise` of :func:`logit_function` at the guide's
-    Gaussian (:func:`laplace_gaussian`). Feed the result to
-    :func:`glm_predictive` or :func:`probit_predictive`.
-
-    Used in chapter 9.
-    """
-    loc, scale_tril = laplace_gaussian(guide, params)
-    fn = logit_function(model, guide, params, *args, site=site, **kwargs)
-    return linearise(fn, loc, scale_tril)
 
 
 def glm_predictive(

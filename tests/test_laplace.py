@@ -117,7 +117,7 @@ def test_laplace_gaussian_reads_the_fitted_guide(logistic_fit):
     loc, scale_tril = laplace.laplace_gaussian(guide, params)
     posterior = guide.get_posterior(params)
     np.testing.assert_allclose(loc, params["auto_loc"])
-    np.testing.assert_allclose(scale_tril, posterior.scale_tril)
+    np.testing.assert_allclose(scale_tril, posterior.scale_tril, rtol=1e-5, atol=1e-7)
     assert np.all(np.diag(scale_tril) > 0)
     np.testing.assert_allclose(scale_tril, jnp.tril(scale_tril))
 
@@ -135,7 +135,9 @@ def test_linearised_laplace_agrees_with_the_guides_own_draws(logistic_fit):
     # sampled predictive of the guide itself, draw by draw
     guide, params, x = logistic_fit
     key = jax.random.key(7)
-    out = laplace.linearised_laplace(logistic_model, guide, params, x)
+    loc, scale_tril = laplace.laplace_gaussian(guide, params)
+    fn = laplace.logit_function(logistic_model, guide, params, x)
+    out = laplace.linearise(fn, loc, scale_tril)
     p = laplace.glm_predictive(key, out, num_samples=300)
     draws = guide.sample_posterior(key, params, sample_shape=(300,))
     exact = jax.nn.sigmoid(draws["w"] @ x.T + draws["b"][:, None])
@@ -171,10 +173,7 @@ def test_degenerate_covariance_is_rejected():
     guide = AutoLaplaceApproximation(saddle_model)
     svi = SVI(saddle_model, guide, optax.adam(0.01), Trace_ELBO())
     params = svi.get_params(svi.init(jax.random.key(0)))
-    with (
-        pytest.warns(UserWarning, match="singular"),  # NumPyro's own warning
-        pytest.raises(ValueError, match="not positive definite"),
-    ):
+    with pytest.raises(ValueError, match="not positive definite"):
         laplace.laplace_gaussian(guide, params)
 
 
