@@ -257,6 +257,13 @@ def test_listings_are_the_books_code():
         )
 
 
+def test_diagrams_show_no_source():
+    """The slides profile echoes code cells; a diagram shows the picture only."""
+    diagrams = [b for _, b in _code_blocks() if b.language == "mermaid"]
+    for block in diagrams:
+        assert "%%| echo: false" in block.lines, block.lines
+
+
 def test_no_executable_cells():
     """Numbers on the slides come from embedded chapter cells, never from
     code run (or typed) in the deck itself."""
