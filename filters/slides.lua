@@ -40,6 +40,10 @@ local function is_revealjs()
   return quarto.doc.is_format("revealjs")
 end
 
+local function is_chapter()
+  return is_revealjs() and quarto.doc.input_file:match("%.ipynb$") ~= nil
+end
+
 local function has_class(el, name)
   return el.classes ~= nil and el.classes:includes(name)
 end
@@ -170,6 +174,8 @@ local function cell_for_slide(cell)
     elseif has_table(block) and not contains_image(block) then
       if tables_fit(block) then
         kept:insert(block)
+      else
+        notes:insert(block) -- in the presenter's view; cross-references resolve
       end
     else
       kept:insert(block)
@@ -236,7 +242,7 @@ local function triage(block)
     if table_fits(block) then
       return pandoc.List({ block }), pandoc.List()
     end
-    return pandoc.List(), pandoc.List()
+    return pandoc.List(), pandoc.List({ block })
   elseif t == "Div" then
     if has_class(block, "notes") then
       return pandoc.List(), block.content
@@ -336,7 +342,7 @@ end
 
 local function restructure(doc)
   -- chapters only: a deck written as slides (slides/*.qmd) is left as written
-  if not is_revealjs() or not quarto.doc.input_file:match("%.ipynb$") then
+  if not is_chapter() then
     return nil
   end
   local out = pandoc.List()
@@ -397,6 +403,32 @@ local function restructure(doc)
   return doc
 end
 
+-- Book-only content (`content-visible unless-format="revealjs"`, or
+-- `content-hidden when-format="revealjs"`) of a chapter becomes speaker
+-- notes instead of vanishing, so that the prose's cross-references to a
+-- table or figure kept in the book still resolve on the slides.
+-- `conditions` maps a key ("unless-format") to a value or a list of values.
+local function book_only(behavior, conditions)
+  for key, values in pairs(conditions) do
+    if type(values) ~= "table" then
+      values = { values }
+    end
+    for _, value in ipairs(values) do
+      value = pandoc.utils.stringify(value)
+      if (behavior == "content-visible" and key == "unless-format" and value == "revealjs")
+        or (behavior == "content-hidden" and key == "when-format" and value == "revealjs")
+      then
+        return true
+      end
+    end
+  end
+  return false
+end
+
+local function as_notes(content)
+  return pandoc.Div(content, pandoc.Attr("", { "notes" }))
+end
+
 return {
   {
     -- exercise hints (collapsed callouts) stay in the book
@@ -405,12 +437,29 @@ return {
         return {}
       end
     end,
-    -- the same callout before Quarto has parsed it (plain pandoc)
+    ConditionalBlock = function(node)
+      if is_chapter() and book_only(node.behavior, node.condition) then
+        -- Quarto has already emptied the hidden block; its original is kept
+        local original = node.original_node or node.node
+        return as_notes(original.content)
+      end
+    end,
+    -- the same blocks before Quarto has parsed them (plain pandoc)
     Div = function(div)
-      if is_revealjs() and div.attributes["collapse"] == "true" then
-        for _, class in ipairs(div.classes) do
-          if class:match("^callout") then
-            return {}
+      if not is_revealjs() then
+        return nil
+      end
+      for _, class in ipairs(div.classes) do
+        if class:match("^callout") and div.attributes["collapse"] == "true" then
+          return {}
+        end
+        if (class == "content-visible" or class == "content-hidden") and is_chapter() then
+          local conditions = {}
+          for key, value in pairs(div.attributes) do
+            conditions[key] = value
+          end
+          if book_only(class, conditions) then
+            return as_notes(div.content)
           end
         end
       end

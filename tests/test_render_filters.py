@@ -151,6 +151,10 @@ of the paragraph explains why [@blei2017variational].
 :::
 :::
 
+::: {.content-visible unless-format="revealjs"}
+A book-only aside.
+:::
+
 ## A listing
 
 ::: {.cell}
@@ -160,6 +164,10 @@ def listing():
     return "the idea"
 ```
 :::
+:::
+
+::: {.content-visible when-format="revealjs"}
+Written for the slides.
 :::
 
 ## Exercises
@@ -230,6 +238,11 @@ def test_slides_show_a_topic_sentence_listings_and_the_references_on_their_own(d
     )
     assert "The rest" not in shown and "The rest" in data["notes"]
     assert "concentration_loc" not in json.dumps(deck)  # a value's repr is the book's
+    # book-only content joins the notes (its cross-references still resolve)
+    assert "A book-only aside." in data["notes"] and "book-only" not in text(
+        data["shown"]
+    )
+    assert "Written for the slides." in "".join(text(s["shown"]) for s in deck)
     listing = next(s for s in deck if s["title"] == "A listing")
     assert 'return "the idea"' in text(listing["shown"])  # a listing a cell chose
     assert deck[-1]["title"] == "References"
