@@ -127,10 +127,12 @@ class StreamingResult(NamedTuple):
         batch_size: rows per step.
         steps_per_epoch: ``N // batch_size``.
         epochs_run: epochs run so far, counting ``start_epoch``.
-        seconds: wall time of the steps of this call (after set-up: the first
-            compilation and `svi.init`).
-        setup_seconds: wall time of `svi.init` and compilation (of the full
-            chunks and, when the steps do not divide evenly, the last one).
+        seconds: wall time of the steps of this call (after set-up).
+        setup_seconds: wall time of waiting for the first chunk (with a row
+            shuffle, the first epoch's permutation and its gathering, done
+            while the background thread starts), `svi.init`, and compilation
+            (of the full chunks and, when the steps do not divide evenly, the
+            last one).
     """
 
     params: dict[str, Any]
