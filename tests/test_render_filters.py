@@ -323,3 +323,28 @@ def test_renders_disable_progress_bars_and_tqdm_obeys():
         env={**os.environ, "TQDM_DISABLE": ""},
     )
     assert "3/3" in live.stderr  # the same bar, without the setting, does print
+
+
+def _captions():
+    for path in sorted((ROOT / "chapters").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            lines = "".join(cell["source"]).splitlines()
+            options = "\n".join(line[3:] for line in lines if line.startswith("#| "))
+            if options:
+                parsed = yaml.safe_load(options) or {}
+                for key in ("fig-cap", "tbl-cap"):
+                    if key in parsed:
+                        yield path.name, str(parsed[key])
+
+
+def test_captions_write_math_as_math_and_code_as_code():
+    # "φ_loc" or "Trace_ELBO" outside $...$ or `...` prints a literal underscore
+    import re
+
+    captions = list(_captions())
+    assert len(captions) > 30
+    for name, caption in captions:
+        prose = re.sub(r"`[^`]*`", "", re.sub(r"\$[^$]*\$", "", caption))
+        assert not re.search(r"\w_\w|\w_\{", prose), (name, caption)
