@@ -188,11 +188,25 @@ local function cell_for_slide(cell)
   return cell, notes
 end
 
+-- A display equation on a slide; one whose longest line is long in TeX is
+-- set smaller so that it fits the canvas's width (about 140 characters of
+-- TeX fill 1050 px at the deck's size).
+local FULL_SIZE_TEX_CHARS = 140
 local function display_math(para)
   local out = pandoc.List()
   for _, x in ipairs(para.content) do
     if x.t == "Math" and x.mathtype == "DisplayMath" then
-      out:insert(pandoc.Para({ x }))
+      local longest = 0
+      for line in (x.text .. "\\\\"):gmatch("(.-)\\\\") do
+        local n = #line:gsub("%s+", " ")
+        longest = math.max(longest, n)
+      end
+      local equation = pandoc.Para({ x })
+      if longest > FULL_SIZE_TEX_CHARS then
+        local percent = math.max(55, math.floor(100 * FULL_SIZE_TEX_CHARS / longest))
+        equation = pandoc.Div({ equation }, pandoc.Attr("", { "long-math" }, { style = "font-size: " .. percent .. "%" }))
+      end
+      out:insert(equation)
     end
   end
   return out
@@ -429,6 +443,27 @@ local function as_notes(content)
   return pandoc.Div(content, pandoc.Attr("", { "notes" }))
 end
 
+-- Book-only content as notes: its prose, without its tables and figures
+-- (which Quarto has not turned into cross-reference targets at this stage)
+-- and with references to them pointing to the book.
+local function book_only_notes(content)
+  local notes = pandoc.Div(content):walk({
+    Table = function()
+      return {}
+    end,
+    Image = function()
+      return {}
+    end,
+    Cite = function(cite)
+      local id = cite.citations[1] and cite.citations[1].id or ""
+      if id:match("^fig%-") or id:match("^tbl%-") then
+        return pandoc.Emph({ pandoc.Str("in"), pandoc.Space(), pandoc.Str("the"), pandoc.Space(), pandoc.Str("book") })
+      end
+    end,
+  })
+  return as_notes(notes.content)
+end
+
 return {
   {
     -- exercise hints (collapsed callouts) stay in the book
@@ -441,7 +476,7 @@ return {
       if is_chapter() and book_only(node.behavior, node.condition) then
         -- Quarto has already emptied the hidden block; its original is kept
         local original = node.original_node or node.node
-        return as_notes(original.content)
+        return book_only_notes(original.content)
       end
     end,
     -- the same blocks before Quarto has parsed them (plain pandoc)
@@ -459,7 +494,7 @@ return {
             conditions[key] = value
           end
           if book_only(class, conditions) then
-            return as_notes(div.content)
+            return book_only_notes(div.content)
           end
         end
       end

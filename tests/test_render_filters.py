@@ -152,10 +152,20 @@ of the paragraph explains why [@blei2017variational].
 :::
 
 ::: {.content-visible unless-format="revealjs"}
-A book-only aside.
+A book-only aside, with its table (@tbl-aside).
+
+| a | b |
+|---|---|
+| 1 | 2 |
+
+: An aside's table. {#tbl-aside}
 :::
 
 ## A listing
+
+A long equation:
+$$\\mathbb{E}_{\\mathcal{B}}\\Big[\\frac{N}{B} \\sum_{i \\in \\mathcal{B}} \\log p(y_i \\mid x_i, \\theta)\\Big] = \\sum_{i=1}^N \\frac{B}{N} \\cdot \\frac{N}{B} \\log p(y_i \\mid x_i, \\theta) = \\sum_{i=1}^N \\log p(y_i \\mid x_i, \\theta)$$
+
 
 ::: {.cell}
 ::: {.cell-output .cell-output-markdown}
@@ -239,10 +249,14 @@ def test_slides_show_a_topic_sentence_listings_and_the_references_on_their_own(d
     assert "The rest" not in shown and "The rest" in data["notes"]
     assert "concentration_loc" not in json.dumps(deck)  # a value's repr is the book's
     # book-only content joins the notes (its cross-references still resolve)
-    assert "A book-only aside." in data["notes"] and "book-only" not in text(
-        data["shown"]
-    )
+    assert "A book-only aside, with its table (in the book)." in data["notes"]
+    assert "book-only" not in text(data["shown"])
+    assert "An aside's table" not in json.dumps(deck)  # tables stay in the book
     assert "Written for the slides." in "".join(text(s["shown"]) for s in deck)
+    # a long display equation is set smaller, a short one is not
+    sized = [b for s in deck for b in s["shown"] if "long-math" in classes(b)]
+    assert len(sized) == 1 and "font-size: " in json.dumps(sized[0])
+    assert "\\frac{N}{B}" in text(sized[0])
     listing = next(s for s in deck if s["title"] == "A listing")
     assert 'return "the idea"' in text(listing["shown"])  # a listing a cell chose
     assert deck[-1]["title"] == "References"
