@@ -189,9 +189,9 @@ local function cell_for_slide(cell)
 end
 
 -- A display equation on a slide; one whose longest line is long in TeX is
--- set smaller so that it fits the canvas's width (about 140 characters of
--- TeX fill 1050 px at the deck's size).
-local FULL_SIZE_TEX_CHARS = 140
+-- set smaller so that it fits the canvas's width (about 95 characters of
+-- TeX fill 1050 px at the deck's size; more in dense TeX, fewer in aligned).
+local FULL_SIZE_TEX_CHARS = 95
 local function display_math(para)
   local out = pandoc.List()
   for _, x in ipairs(para.content) do
