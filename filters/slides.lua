@@ -31,7 +31,7 @@ it was rendered alone or after the book (whose frozen results it reuses).
 --]]
 
 local MAX_LIST_ITEMS = 6
-local MAX_LIST_WORDS = 60
+local MAX_LIST_WORDS = 45
 local MAX_CODE_LINES = 14
 local MAX_TABLE_COLUMNS = 7
 local MAX_TABLE_ROWS = 10
@@ -95,6 +95,18 @@ local function contains_image(el)
     end,
   })
   return found
+end
+
+local function is_rich_repr(el)
+  local rich = false
+  pandoc.walk_block(el, {
+    RawBlock = function(raw)
+      if raw.format == "html" and raw.text:find("<style", 1, true) then
+        rich = true
+      end
+    end,
+  })
+  return rich
 end
 
 local function table_fits(tbl)
@@ -168,6 +180,8 @@ local function cell_for_slide(cell)
           notes:insert(inner)
         end
       end
+    elseif block.t == "Div" and has_class(block, "cell-output-display") and is_rich_repr(block) then
+      -- a library's styled html view of a value (xarray, InferenceData)
     elseif block.t == "Div" and has_class(block, "cell-output-display") and #block.content > 0
       and block.content[1].t == "CodeBlock" and not contains_image(block) and not has_table(block) then
       -- a value's plain-text repr ({'loc': 0.91...}): the book's, not the slide's
@@ -239,11 +253,16 @@ local function triage(block)
   if t == "Para" or t == "Plain" then
     return display_math(block), pandoc.List({ block })
   elseif t == "BulletList" or t == "OrderedList" then
+    -- a list whose every item opens with a bold title (exercises, a
+    -- catalogue of options) shows the titles; the items go to the notes
+    local titled = titles_only(block)
+    if titled ~= nil then
+      return pandoc.List({ titled }), pandoc.List({ block })
+    end
     if list_fits(block) then
       return pandoc.List({ block }), pandoc.List()
     end
-    local titled = titles_only(block)
-    return titled and pandoc.List({ titled }) or pandoc.List(), pandoc.List({ block })
+    return pandoc.List(), pandoc.List({ block })
   elseif t == "BlockQuote" or t == "DefinitionList" or t == "LineBlock" then
     return pandoc.List(), pandoc.List({ block })
   elseif t == "CodeBlock" then

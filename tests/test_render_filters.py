@@ -163,6 +163,17 @@ A book-only aside, with its table (@tbl-aside).
 
 ## A listing
 
+- **AutoNormal.** Fast and cheap.
+- **AutoDelta.** A point.
+
+::: {.cell}
+::: {.cell-output .cell-output-display}
+```{=html}
+<style>.xr-wrap {}</style><div class="xr-wrap">an xarray view</div>
+```
+:::
+:::
+
 A long equation:
 $$\\mathbb{E}_{\\mathcal{B}}\\Big[\\frac{N}{B} \\sum_{i \\in \\mathcal{B}} \\log p(y_i \\mid x_i, \\theta)\\Big] = \\sum_{i=1}^N \\frac{B}{N} \\cdot \\frac{N}{B} \\log p(y_i \\mid x_i, \\theta) = \\sum_{i=1}^N \\log p(y_i \\mid x_i, \\theta)$$
 
@@ -258,6 +269,12 @@ def test_slides_show_a_topic_sentence_listings_and_the_references_on_their_own(d
     assert len(sized) == 1 and "font-size: " in json.dumps(sized[0])
     assert "\\frac{N}{B}" in text(sized[0])
     listing = next(s for s in deck if s["title"] == "A listing")
+    # a list of bold-titled items shows the titles, however short
+    assert "AutoNormal." in text(listing["shown"]) and "Fast" not in text(
+        listing["shown"]
+    )
+    assert "Fast and cheap." in listing["notes"]
+    assert "an xarray view" not in json.dumps(deck)  # a library's styled html view
     assert 'return "the idea"' in text(listing["shown"])  # a listing a cell chose
     assert deck[-1]["title"] == "References"
     refs = deck[-1]["shown"]
