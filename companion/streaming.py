@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
 from companion._checks import is_int as _is_int
+from companion._progress import bar_disabled
 
 __all__ = ["StreamingResult", "batch_plate", "fit", "num_steps_per_epoch"]
 
@@ -394,7 +395,7 @@ def fit(
         step = 0
         bar = tqdm(
             total=total_steps,
-            disable=not progress_bar,
+            disable=bar_disabled(progress_bar),
             desc="streaming SVI",
             unit="step",
             mininterval=0.5,

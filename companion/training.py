@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from companion._checks import check_key as _check_key
 from companion._checks import is_int as _is_int
+from companion._progress import bar_disabled
 
 __all__ = [
     "EarlyStopping",
@@ -449,7 +450,7 @@ def fit(
     # traced back from there (the parameters can turn non-finite one step
     # before the loss does, possibly in the previous chunk).
     checkpoints = [(0, state)]
-    with tqdm(total=num_steps, disable=not progress_bar, leave=True) as bar:
+    with tqdm(total=num_steps, disable=bar_disabled(progress_bar), leave=True) as bar:
         while steps_run < num_steps:
             length = min(chunk_size, num_steps - steps_run)
             run_chunk = _chunk_runner(

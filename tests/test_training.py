@@ -69,6 +69,23 @@ def test_progress_bar_does_not_change_the_result(y_train):
     np.testing.assert_array_equal(quiet.losses, shown.losses)
 
 
+def test_progress_bar_obeys_tqdm_disable_as_renders_set_it(
+    y_train, capsys, monkeypatch
+):
+    # Quarto renders set TQDM_DISABLE=1 (_environment); an explicit
+    # disable=False would override tqdm's own reading of it
+    svi = make_svi()
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    fit(svi, jax.random.key(1), 60, y_train, progress_bar=True)
+    assert "60/60" in capsys.readouterr().err
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    fit(svi, jax.random.key(1), 60, y_train, progress_bar=True)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    fit(svi, jax.random.key(1), 60, y_train, progress_bar=True)
+    assert "60/60" in capsys.readouterr().err
+
+
 def test_compiled_once_and_reused_across_calls(y_train):
     svi = make_svi()
     fit(svi, jax.random.key(0), 100, y_train, progress_bar=False, chunk_size=20)
