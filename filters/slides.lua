@@ -44,15 +44,16 @@ local function is_chapter()
   return is_revealjs() and quarto.doc.input_file:match("%.ipynb$") ~= nil
 end
 
-local function has_class(el, name)
-  return el.classes ~= nil and el.classes:includes(name)
+local function as_notes(content)
+  return pandoc.Div(content, pandoc.Attr("", { "notes" }))
 end
 
-local function custom_type(el)
-  if el.t ~= "Div" or el.attributes == nil then
-    return nil
-  end
-  return el.attributes["__quarto_custom_type"]
+local function line_count(code)
+  return select(2, code.text:gsub("\n", "")) + 1
+end
+
+local function has_class(el, name)
+  return el.classes ~= nil and el.classes:includes(name)
 end
 
 local function word_count(blocks)
@@ -68,7 +69,7 @@ end
 local SHORT_CODE_LINES = 6
 local function is_visual(el)
   if el.t == "CodeBlock" then
-    return select(2, el.text:gsub("\n", "")) + 1 > SHORT_CODE_LINES
+    return line_count(el) > SHORT_CODE_LINES
   end
   local found = false
   pandoc.walk_block(pandoc.Div({ el }), {
@@ -79,7 +80,7 @@ local function is_visual(el)
       found = true
     end,
     CodeBlock = function(code)
-      if select(2, code.text:gsub("\n", "")) + 1 > SHORT_CODE_LINES then
+      if line_count(code) > SHORT_CODE_LINES then
         found = true
       end
     end,
@@ -140,24 +141,6 @@ local function has_table(el)
   return found
 end
 
--- First sentence of a caption (the rest goes to the notes).
-local function shorten_caption(inlines)
-  local words = 0
-  for i, x in ipairs(inlines) do
-    if x.t == "Str" then
-      words = words + 1
-      if words >= 4 and x.text:match("[.:]$") and inlines[i + 1] ~= nil and inlines[i + 1].t ~= "Str" then
-        local short = pandoc.List()
-        for j = 1, i do
-          short:insert(inlines[j])
-        end
-        return short, true
-      end
-    end
-  end
-  return inlines, false
-end
-
 -- A cell on a slide: code only when asked for, no printed output, figures
 -- and narrow tables kept, computed prose returned as notes.
 local function cell_for_slide(cell)
@@ -174,7 +157,7 @@ local function cell_for_slide(cell)
     elseif block.t == "Div" and has_class(block, "cell-output-markdown") and not contains_image(block) then
       -- computed prose goes to the notes; a short listing (show_source) stays
       for _, inner in ipairs(block.content) do
-        if inner.t == "CodeBlock" and select(2, inner.text:gsub("\n", "")) + 1 <= MAX_CODE_LINES then
+        if inner.t == "CodeBlock" and line_count(inner) <= MAX_CODE_LINES then
           kept:insert(inner)
         else
           notes:insert(inner)
@@ -266,8 +249,7 @@ local function triage(block)
   elseif t == "BlockQuote" or t == "DefinitionList" or t == "LineBlock" then
     return pandoc.List(), pandoc.List({ block })
   elseif t == "CodeBlock" then
-    local _, lines = block.text:gsub("\n", "")
-    if lines + 1 <= MAX_CODE_LINES then
+    if line_count(block) <= MAX_CODE_LINES then
       return pandoc.List({ block }), pandoc.List()
     end
     return pandoc.List(), pandoc.List()
@@ -342,7 +324,7 @@ local function emit(slide, out)
   end
   out:extend(slide.kept)
   if #slide.notes > 0 then
-    out:insert(pandoc.Div(slide.notes, pandoc.Attr("", { "notes" })))
+    out:insert(as_notes(slide.notes))
   end
 end
 
@@ -397,7 +379,7 @@ local function restructure(doc)
       return
     end
     if #pending_notes > 0 then
-      local notes = pandoc.Div(pending_notes, pandoc.Attr("", { "notes" }))
+      local notes = as_notes(pending_notes)
       section:insert(1, notes)
       pending_notes = pandoc.List()
     end
@@ -456,10 +438,6 @@ local function book_only(behavior, conditions)
     end
   end
   return false
-end
-
-local function as_notes(content)
-  return pandoc.Div(content, pandoc.Attr("", { "notes" }))
 end
 
 -- Book-only content as notes: its prose, without its tables and figures
