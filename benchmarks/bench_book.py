@@ -17,7 +17,7 @@ CPU) and the persistent cache's hits and misses. Wall time is measured
 around the whole execution (kernel start included).
 
     python benchmarks/bench_book.py [--chapters 01 05] [--runs cold warm]
-        [--csv benchmarks/results/book.csv]
+        [--csv benchmarks/results/book.csv] [--slowest 5]
 
 Run it on a quiet machine: chapters use both cores. Record what it prints,
 with the machine, in benchmarks/README.md.
@@ -33,6 +33,7 @@ import platform
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -45,6 +46,7 @@ MARK = "BENCH_BOOK_RESULT "
 _LISTEN = """
 import jax.monitoring as _bench_monitoring
 _bench = {"trace": 0.0, "lower": 0.0, "compile": 0.0, "hits": 0, "misses": 0}
+_bench["programs"] = {}  # backend compile (or cache read) seconds by program
 _bench_durations = {
     "/jax/core/compile/jaxpr_trace_duration": "trace",
     "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
@@ -54,6 +56,10 @@ _bench_durations = {
 def _bench_on_duration(event, duration, **kwargs):
     if event in _bench_durations:
         _bench[_bench_durations[event]] += duration
+        if _bench_durations[event] == "compile":
+            name = str(kwargs.get("fun_name"))
+            count, seconds = _bench["programs"].get(name, (0, 0.0))
+            _bench["programs"][name] = (count + 1, seconds + duration)
 
 def _bench_on_event(event, **kwargs):
     if event == "/jax/compilation_cache/cache_hits":
@@ -63,6 +69,7 @@ def _bench_on_event(event, **kwargs):
 
 _bench_monitoring.register_event_duration_secs_listener(_bench_on_duration)
 _bench_monitoring.register_event_listener(_bench_on_event)
+
 """
 
 _REPORT = f"""
@@ -93,7 +100,29 @@ def run_chapter(path: Path, cache_dir: Path, timeout: int) -> dict:
             break
     else:
         raise RuntimeError(f"{path.name}: the report cell printed nothing")
-    return {"wall_s": wall, **stats}
+    return {"wall_s": wall, **stats, "cells": cell_times(nb)}
+
+
+def cell_times(nb) -> list[tuple[float, int, str]]:
+    """(seconds, cell index, first line) of every executed code cell.
+
+    From the timestamps nbclient records in each cell's metadata; the two
+    cells this script adds are left out.
+    """
+    times = []
+    for index, cell in enumerate(nb.cells[1:-1]):
+        stamps = cell.get("metadata", {}).get("execution", {})
+        start = stamps.get("iopub.execute_input")
+        end = stamps.get("shell.execute_reply")
+        if cell.cell_type != "code" or not (start and end):
+            continue
+        seconds = (
+            datetime.fromisoformat(end.replace("Z", "+00:00"))
+            - datetime.fromisoformat(start.replace("Z", "+00:00"))
+        ).total_seconds()
+        lines = [line for line in cell.source.splitlines() if not line.startswith("#|")]
+        times.append((seconds, index, (lines[0] if lines else "")[:60]))
+    return times
 
 
 def main() -> None:
@@ -106,6 +135,20 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=int, default=1_800)
     parser.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
+    parser.add_argument(
+        "--slowest",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print each run's N slowest cells (index, seconds, first line)",
+    )
+    parser.add_argument(
+        "--programs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print the N programs that took longest to compile, in total",
+    )
     args = parser.parse_args()
 
     paths = sorted(CHAPTERS.glob("[0-9][0-9]-*.ipynb"))
@@ -116,7 +159,10 @@ def main() -> None:
     print(
         f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
     )
-    header = f"{'chapter':34} {'run':5} {'wall s':>7} {'compile s':>9} {'share':>6} {'hits':>5} {'misses':>6}"
+    header = (
+        f"{'chapter':34} {'run':5} {'wall s':>7} {'compile s':>9} {'share':>6} "
+        f"{'trace':>6} {'lower':>6} {'xla':>6} {'hits':>5} {'misses':>6}"
+    )
     print(header)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +170,8 @@ def main() -> None:
             cache = Path(tmp) / path.stem  # empty until this chapter's cold run
             for run in args.runs:
                 r = run_chapter(path, cache, args.timeout)
+                cells = r.pop("cells")
+                programs = r.pop("programs")
                 compile_s = r["trace"] + r["lower"] + r["compile"]
                 row = {
                     "chapter": path.stem,
@@ -134,9 +182,17 @@ def main() -> None:
                 rows.append(row)
                 print(
                     f"{path.stem:34} {run:5} {r['wall_s']:7.1f} {compile_s:9.1f} "
-                    f"{compile_s / r['wall_s']:6.0%} {r['hits']:5d} {r['misses']:6d}",
+                    f"{compile_s / r['wall_s']:6.0%} {r['trace']:6.1f} {r['lower']:6.1f} "
+                    f"{r['compile']:6.1f} {r['hits']:5d} {r['misses']:6d}",
                     flush=True,
                 )
+                for seconds, index, first in sorted(cells, reverse=True)[
+                    : args.slowest
+                ]:
+                    print(f"    cell {index:3d} {seconds:6.1f} s  {first}", flush=True)
+                by_time = sorted(programs.items(), key=lambda kv: -kv[1][1])
+                for name, (count, seconds) in by_time[: args.programs]:
+                    print(f"    {seconds:6.1f} s {count:4d}x  {name[:70]}", flush=True)
     for run in args.runs:
         total = sum(r["wall_s"] for r in rows if r["run"] == run)
         print(f"{'book total':34} {run:5} {total:7.1f}")

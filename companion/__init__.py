@@ -27,7 +27,13 @@ names the chapter that introduces it. One concept per module:
   approximation (chapter 9).
 """
 
-from companion import (
+from companion import _cache
+
+# Before anything compiles: every process that imports the package reads and
+# writes compiled programs in one on-disk cache (see companion/_cache.py).
+_cache.configure()
+
+from companion import (  # noqa: E402
     bnn,
     data,
     gamma,
@@ -41,11 +47,11 @@ from companion import (
     theory,
     training,
 )
-from companion.bnn import MLP, build_guide, build_model
-from companion.data import make_moons, train_val_test_split
-from companion.predictive import posterior_predictive
-from companion.scaling import data_parallel_fit, subsample_plate
-from companion.training import FitResult, fit
+from companion.bnn import MLP, build_guide, build_model  # noqa: E402
+from companion.data import make_moons, train_val_test_split  # noqa: E402
+from companion.predictive import posterior_predictive  # noqa: E402
+from companion.scaling import data_parallel_fit, subsample_plate  # noqa: E402
+from companion.training import FitResult, fit  # noqa: E402
 
 __all__ = [
     "MLP",

@@ -1,0 +1,68 @@
+"""JAX's persistent compilation cache, set up once for the whole book.
+
+Importing :mod:`companion` calls :func:`configure`, so every chapter, test
+and benchmark that imports the package reads compiled programs back from disk
+instead of compiling them again in a new process (a reader's re-run, a
+re-render, the next CI job on the same clone). Chapter 9 explains the cache;
+chapter 7 measures what it saves on one program.
+
+Where the programs go, first match wins:
+
+1. ``COMPANION_JAX_CACHE=off`` (or ``0``/``false``/``no``): no cache at all,
+   unless JAX's own settings name one;
+2. a folder already set for JAX (``JAX_COMPILATION_CACHE_DIR`` or
+   ``jax.config.update("jax_compilation_cache_dir", ...)`` before the import):
+   kept as it is;
+3. ``.jax_cache/`` at the root of the repository when the package runs from
+   a checkout (an editable install), ignored by git;
+4. otherwise ``$XDG_CACHE_HOME/companion-jax`` (``~/.cache/companion-jax``).
+
+JAX stores by default only programs that took a second or more to compile;
+most of the book's are smaller (``svi.init`` alone runs dozens of small
+programs operation by operation), so the threshold is set to 0 unless
+``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise. The folder is
+capped at 1 GiB, least recently used programs evicted first, unless
+``JAX_COMPILATION_CACHE_MAX_SIZE`` says otherwise (in bytes; -1: no cap). A
+cap also makes JAX lock the folder while it reads or writes an entry, which
+the tests need: ``pytest -n 2`` runs two processes on one cache, and without
+the lock one can read an entry the other is still writing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+_OFF = {"0", "off", "false", "no"}
+MAX_SIZE = 1 << 30  # bytes
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_dir() -> Path:
+    """The folder :func:`configure` uses when nothing else names one."""
+    if (_ROOT / "pyproject.toml").is_file() and os.access(_ROOT, os.W_OK):
+        return _ROOT / ".jax_cache"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "companion-jax"
+
+
+def configure() -> Path | None:
+    """Point JAX's persistent compilation cache at the book's folder.
+
+    Returns the folder in use, or ``None`` when the cache is switched off.
+    Must run before the process compiles its first program: JAX reads the
+    settings once, at its first compilation.
+    """
+    named = jax.config.jax_compilation_cache_dir
+    if not named:
+        if os.environ.get("COMPANION_JAX_CACHE", "").strip().lower() in _OFF:
+            return None
+        named = str(default_dir())
+        jax.config.update("jax_compilation_cache_dir", named)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        jax.config.update("jax_compilation_cache_max_size", MAX_SIZE)
+    return Path(named)

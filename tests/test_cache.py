@@ -1,0 +1,94 @@
+"""The persistent compilation cache that importing companion sets up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from companion import _cache
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_PROBE = """
+import json, jax, jax.monitoring
+events = {"hits": 0, "misses": 0}
+def listen(event, **kwargs):
+    if event == "/jax/compilation_cache/cache_hits":
+        events["hits"] += 1
+    elif event == "/jax/compilation_cache/cache_misses":
+        events["misses"] += 1
+jax.monitoring.register_event_listener(listen)
+import companion, jax.numpy as jnp
+jax.jit(lambda v: jnp.sin(v) @ v.T + 1.0)(jnp.ones((3, 3))).block_until_ready()
+print(json.dumps({
+    "dir": jax.config.jax_compilation_cache_dir,
+    "min_s": jax.config.jax_persistent_cache_min_compile_time_secs,
+    "max_size": jax.config.jax_compilation_cache_max_size,
+    **events,
+}))
+"""
+
+
+def probe(**env: str) -> dict:
+    """Import companion in a fresh process, compile one program, report."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "JAX_COMPILATION_CACHE_DIR",
+            "COMPANION_JAX_CACHE",
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+            "JAX_COMPILATION_CACHE_MAX_SIZE",
+        }
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env={**clean, **env, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_default_dir_is_the_checkouts_ignored_folder():
+    assert _cache.default_dir() == ROOT / ".jax_cache"
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/.jax_cache/" in ignored
+
+
+def test_default_dir_outside_a_checkout_is_the_users_cache(monkeypatch, tmp_path):
+    monkeypatch.setattr(_cache, "_ROOT", tmp_path)  # no pyproject.toml there
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _cache.default_dir() == tmp_path / "xdg" / "companion-jax"
+
+
+@pytest.mark.slow
+def test_a_second_process_reads_the_programs_back(tmp_path):
+    first = probe(JAX_COMPILATION_CACHE_DIR=str(tmp_path))
+    assert first["dir"] == str(tmp_path)  # a folder named for JAX is kept
+    assert first["min_s"] == 0.0  # small programs are stored too
+    assert first["max_size"] == _cache.MAX_SIZE  # capped, hence locked
+    assert (tmp_path / ".lockfile").exists()
+    assert first["misses"] >= 1 and any(tmp_path.iterdir())
+    second = probe(JAX_COMPILATION_CACHE_DIR=str(tmp_path))
+    assert second["misses"] == 0 and second["hits"] == first["misses"]
+
+
+@pytest.mark.slow
+def test_switched_off_and_thresholds_kept(tmp_path):
+    off = probe(COMPANION_JAX_CACHE="off")
+    assert off["dir"] is None and off["hits"] == off["misses"] == 0
+    kept = probe(
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="5",
+        JAX_COMPILATION_CACHE_MAX_SIZE="-1",
+    )
+    assert kept["min_s"] == 5.0 and kept["max_size"] == -1
