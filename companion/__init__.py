@@ -5,10 +5,10 @@ names the chapter that introduces it. One concept per module:
 
 - :mod:`companion.theory` — closed forms for the conjugate Gaussian model:
   posterior, evidence, ELBO, KL (chapters 1 and 2).
-- :mod:`companion.data` — two moons, splits and grids (chapters 4-9).
+- :mod:`companion.data` — two moons, splits and grids (chapters 4-10).
 - :mod:`companion.bnn` — the Flax nnx MLP, its NumPyro model and priors,
-  a layer-wise guide (chapters 4-9).
-- :mod:`companion.predictive` — batched posterior predictive (chapters 6, 9).
+  a layer-wise guide (chapters 4-10).
+- :mod:`companion.predictive` — batched posterior predictive (chapters 6, 9, 10).
 - :mod:`companion.metrics` — AUC over posterior draws, Brier score,
   calibration (chapter 6).
 - :mod:`companion.training` — a fast SVI training loop with validation,
@@ -16,16 +16,18 @@ names the chapter that introduces it. One concept per module:
 - :mod:`companion.gamma` — the talk's toy example, recovering the
   concentration of a Gamma distribution (chapters 3, 7).
 - :mod:`companion.mcmc` — NUTS runs returned as ArviZ ``InferenceData``,
-  and timings that keep compilation apart (chapters 3, 7, 9).
+  and timings that keep compilation apart (chapters 3, 7, 9, 10).
 - :mod:`companion.scaling` — mini-batch models, data-parallel SVI over
-  several devices, and a comparison of guides (chapters 7, 9).
+  several devices, and a comparison of guides (chapters 7, 9, 10).
 - :mod:`companion.streaming` — SVI on data that stay on the host, streamed
   to one device, a mesh of devices or several processes (chapters 8, 9).
 - :mod:`companion.hierarchical` — a hierarchical regression with an exact
   posterior at any number of rows (chapter 8).
 - :mod:`companion.laplace` — the linearised (GLM) predictive of a Laplace
-  approximation (chapter 9).
+  approximation (chapter 10).
 """
+
+import importlib
 
 from companion import _cache
 
@@ -33,25 +35,49 @@ from companion import _cache
 # writes compiled programs in one on-disk cache (see companion/_cache.py).
 _cache.configure()
 
-from companion import (  # noqa: E402
-    bnn,
-    data,
-    gamma,
-    hierarchical,
-    laplace,
-    mcmc,
-    metrics,
-    predictive,
-    scaling,
-    streaming,
-    theory,
-    training,
-)
-from companion.bnn import MLP, build_guide, build_model  # noqa: E402
-from companion.data import make_moons, train_val_test_split  # noqa: E402
-from companion.predictive import posterior_predictive  # noqa: E402
-from companion.scaling import data_parallel_fit, subsample_plate  # noqa: E402
-from companion.training import FitResult, fit  # noqa: E402
+# Submodules load when first used (PEP 562), so that a process which needs one
+# of them (a worker of chapter 9 imports hierarchical and streaming) does not
+# pay for pandas, SciPy's statistics and ArviZ: ``import companion`` alone
+# takes a fraction of a second.
+_SUBMODULES = {
+    "bnn",
+    "data",
+    "gamma",
+    "hierarchical",
+    "laplace",
+    "mcmc",
+    "metrics",
+    "predictive",
+    "scaling",
+    "streaming",
+    "theory",
+    "training",
+}
+_SHORTCUTS = {
+    "MLP": "bnn",
+    "build_guide": "bnn",
+    "build_model": "bnn",
+    "make_moons": "data",
+    "train_val_test_split": "data",
+    "posterior_predictive": "predictive",
+    "data_parallel_fit": "scaling",
+    "subsample_plate": "scaling",
+    "FitResult": "training",
+    "fit": "training",
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"companion.{name}")
+    if name in _SHORTCUTS:
+        return getattr(importlib.import_module(f"companion.{_SHORTCUTS[name]}"), name)
+    raise AttributeError(f"module 'companion' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "MLP",

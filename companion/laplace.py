@@ -24,7 +24,7 @@ of ``sigmoid`` over them, or, in closed form, the probit approximation
 - :func:`glm_predictive`: draws of the probability under the linearised
   logits; :func:`probit_predictive`: the closed-form approximation.
 
-Used in chapter 9 (other inference methods).
+Used in chapter 10 (other inference methods).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class LinearisedLogits(NamedTuple):
     ``mean + factor @ ε`` with ``ε ~ N(0, I_d)``, i.e.
     ``N(mean, factor @ factor.T)`` jointly over the inputs.
 
-    Used in chapter 9.
+    Used in chapter 10.
 
     Attributes:
         mean: ``f(x; θ*)``, the logits at the centre of the Gaussian, ``(n,)``.
@@ -88,7 +88,7 @@ def laplace_gaussian(
     (its draws are then all the MAP point). Compute it once and pass it on:
     each call computes the Hessian again.
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
     _check_guide(guide, params)
 
@@ -128,7 +128,7 @@ def logit_function(
     draws. The returned function is pure and can be differentiated
     (:func:`linearise`) and compiled.
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
     _check_guide(guide, params)
     if not callable(model):
@@ -182,7 +182,7 @@ def linearise(
     dimension), never forming ``J`` itself. For ``fn`` linear in its argument
     the result is exact.
 
-    Used in chapter 9.
+    Used in chapter 10.
 
     Example:
         >>> a = jnp.array([[1.0, 2.0], [0.0, 3.0], [1.0, -1.0]])
@@ -214,7 +214,7 @@ def glm_predictive(
     these are the draws of ``MultivariateNormal(loc, scale_tril=L).sample``
     with the same key, pushed through the linearised model.
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
     _check_key(rng_key)
     _check_count("num_samples", num_samples)
@@ -230,7 +230,7 @@ def probit_predictive(logits: LinearisedLogits) -> Float[Array, " n"]:
     ``f ~ N(mean, variance)``: ``sigmoid(mean / sqrt(1 + π variance / 8))``,
     exact at zero variance and for ``mean = 0``, within about 0.02 elsewhere.
 
-    Used in chapter 9.
+    Used in chapter 10.
 
     Example:
         >>> out = LinearisedLogits(jnp.array([0.0, 2.0]), jnp.array([[1.0], [0.0]]))

@@ -19,8 +19,8 @@ timed runs that keep compilation apart from computation.
   :func:`companion.predictive.predict`.
 
 Introduced in chapter 3 (Gamma recovery, NUTS as the reference); used in
-chapter 7 (SVI vs MCMC), chapter 8 (a hierarchical model at scale) and
-chapter 9 (scaling).
+chapter 7 (SVI vs MCMC), chapter 8 (a hierarchical model at scale),
+chapter 9 (scaling) and chapter 10 (other guides).
 """
 
 from __future__ import annotations
@@ -396,7 +396,7 @@ def timed_svi_fits(
         ``params`` and ``state`` leaves have a leading axis of length
         ``num_fits`` and whose ``losses`` have shape ``(num_fits, num_steps)``.
 
-    Used in chapter 7.
+    Used in chapters 7 and 10.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, optax

@@ -19,7 +19,8 @@ key, so draw ``i`` sees the same key whatever the batch size.
 :func:`posterior_predictive` first draws all parameter samples from the guide
 with one key, then runs the model on them with another.
 
-Used in chapter 6 (introduced) and chapter 9 (scaling).
+Used in chapter 6 (introduced), chapter 9 (scaling) and chapter 10 (other
+guides).
 """
 
 from __future__ import annotations

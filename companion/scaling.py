@@ -22,7 +22,8 @@
 - :func:`compare_guides` fits several guides to one model and tabulates cost
   and predictive quality.
 
-Used in chapter 7 (mini-batch SVI) and chapter 9 (scaling in production).
+Used in chapter 7 (mini-batch SVI), chapter 9 (scaling in production) and
+chapter 10 (other guides).
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ def compare_guides(
     whose Hessian is not positive definite, where NumPyro falls back to the
     point itself) gets a ``RuntimeWarning``.
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
     _check_key(rng_key)
     if not isinstance(guides, Mapping) or not guides:

@@ -74,21 +74,18 @@ TINY = {
 
 
 @pytest.mark.slow
-def test_the_study_runs_and_is_deterministic():
-    first, second = script.cost_study(TINY), script.cost_study(TINY)
-    assert [(r["method"], r["n"]) for r in first] == [
+def test_the_study_runs_at_tiny_sizes():
+    rows = script.cost_study(TINY)
+    assert [(r["method"], r["n"]) for r in rows] == [
         ("NUTS", 100),
         ("SVI full batch", 100),
         ("SVI mini-batch", 200),
         ("HMCECS", 200),
     ]
-    accuracy = ["mean error (sd)", "sd ratio", "leapfrog steps per draw"]
-    for a, b in zip(first, second, strict=True):
-        assert set(a) == COLUMNS
-        for column in accuracy:
-            assert a[column] == b[column] or (
-                math.isnan(a[column]) and math.isnan(b[column])
-            )
-    # a short run still lands near the exact posterior on 100 observations
-    assert abs(first[0]["mean error (sd)"]) < 1
-    assert 0.5 < first[0]["sd ratio"] < 1.5
+    for row in rows:
+        assert set(row) == COLUMNS
+        assert row["setup (s)"] > 0 and row["run (s)"] > 0
+    # short runs still land near the exact posterior of 100 or 200 observations
+    for row in rows:
+        assert abs(row["mean error (sd)"]) < 1.5, row
+        assert 0.4 < row["sd ratio"] < 1.6, row
