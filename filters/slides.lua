@@ -110,13 +110,36 @@ local function is_rich_repr(el)
   return rich
 end
 
+-- Lines a row takes on a slide: its text, all cells together, wraps about
+-- every TABLE_LINE_CHARS characters (the deck's table font on the 1050 px
+-- canvas); a table whose rows and caption take more than MAX_TABLE_LINES
+-- lines in all is taller than a slide even with few rows (long names, a
+-- column of phrases, a caption of several sentences).
+local TABLE_LINE_CHARS = 90
+local MAX_TABLE_LINES = 11
+local function row_lines(row)
+  local chars = 0
+  for _, cell in ipairs(row.cells) do
+    chars = chars + #pandoc.utils.stringify(cell.contents) + 2
+  end
+  return math.max(1, math.ceil(chars / TABLE_LINE_CHARS))
+end
+
 local function table_fits(tbl)
   local columns = #tbl.colspecs
   local rows = 0
+  local caption = #pandoc.utils.stringify(tbl.caption.long or {})
+  local lines = math.ceil(caption / TABLE_LINE_CHARS)
+  for _, row in ipairs(tbl.head.rows) do
+    lines = lines + row_lines(row)
+  end
   for _, body in ipairs(tbl.bodies) do
     rows = rows + #body.body
+    for _, row in ipairs(body.body) do
+      lines = lines + row_lines(row)
+    end
   end
-  return columns <= MAX_TABLE_COLUMNS and rows <= MAX_TABLE_ROWS
+  return columns <= MAX_TABLE_COLUMNS and rows <= MAX_TABLE_ROWS and lines <= MAX_TABLE_LINES
 end
 
 local function tables_fit(el)

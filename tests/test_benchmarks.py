@@ -106,3 +106,35 @@ def test_recorded_streaming_results_match_the_benchmark_settings():
         assert int(row["epochs"]) == defaults["epochs"]
         ratio = float(row["rows_per_s"]) / float(row["limit_rows_per_s"])
         assert abs(ratio - float(row["ratio_to_limit"])) < 1e-9
+
+
+@pytest.mark.slow
+def test_bench_book_times_cold_book_and_warm_runs(tmp_path):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# A tiny chapter"),
+        nbformat.v4.new_code_cell(
+            "import jax, jax.numpy as jnp\nimport companion\n"
+            "f = jax.jit(lambda v: jnp.sin(v) @ v.T)\n"
+            "f(jnp.ones((3, 3))).block_until_ready()"
+        ),
+    ]
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(notebook, path)
+    table = tmp_path / "book.csv"
+    out = _run_benchmark(
+        "bench_book.py",
+        *("--notebooks", str(path), "--runs", "cold", "book", "warm"),
+        *("--slowest", "1", "--programs", "1", "--csv", str(table)),
+    )
+    rows = {row["run"]: row for row in csv.DictReader(table.open())}
+    assert set(rows) == {"cold", "book", "warm"}
+    for row in rows.values():
+        assert float(row["wall_s"]) > 0 and float(row["compile"]) >= 0
+    # cold and book start from empty caches; warm reads back what book wrote
+    assert int(rows["cold"]["misses"]) >= 1 and int(rows["book"]["misses"]) >= 1
+    assert int(rows["warm"]["misses"]) == 0 and int(rows["warm"]["hits"]) >= 1
+    assert "jit(<lambda>)" in out  # the program listing
+    assert "warm/book" in out

@@ -161,6 +161,36 @@ A book-only aside, with its table (@tbl-aside).
 : An aside's table. {#tbl-aside}
 :::
 
+## Tables
+
+::: {.cell}
+::: {.cell-output .cell-output-display}
+| guide | error |
+|---|---|
+| AutoNormal | 0.1 |
+| AutoDelta | 0.2 |
+
+: A compact table. {#tbl-compact}
+:::
+:::
+
+::: {.cell}
+::: {.cell-output .cell-output-display}
+| guide | what the family can represent | error | sd range |
+|---|---|---|---|
+| AutoLowRankMultivariateNormal (rank 1) | means, variances and one direction of correlation between all coefficients | 0.10 | 0.50-0.98 |
+| AutoMultivariateNormal | means, variances and every correlation between the coefficients, a full matrix | 0.11 | 0.97-1.02 |
+| AutoIAFNormal | a Gaussian bent by two learned autoregressive transformations, skew and curvature | 0.12 | 0.95-1.05 |
+| AutoLaplaceApproximation | a Gaussian with the curvature of the log density at the MAP point, all correlations | 0.13 | 0.99-1.01 |
+| AutoDelta | a point, the maximum of the posterior density, no spread at all around it | 0.14 | 0.00-0.00 |
+
+: A table of phrases, taller than a slide: five guides, what each family of
+distributions can represent, the largest error of a mean in posterior standard
+deviations and the range of the fitted standard deviations over the exact
+ones, for every coordinate of the posterior. {#tbl-phrases}
+:::
+:::
+
 ## A listing
 
 - **AutoNormal.** Fast and cheap.
@@ -279,6 +309,15 @@ def test_slides_show_a_topic_sentence_listings_and_the_references_on_their_own(d
     assert deck[-1]["title"] == "References"
     refs = deck[-1]["shown"]
     assert refs and refs[0]["t"] == "Div" and refs[0]["c"][0][0] == "refs"
+
+
+def test_slides_keep_compact_tables_and_move_tall_ones_to_the_notes(deck):
+    tables = next(s for s in deck if s["title"] == "Tables")
+    shown = text(tables["shown"])
+    assert "AutoNormal" in shown and "A compact table." in shown
+    # five rows only, but each wraps to two lines, and the caption to three
+    assert "AutoIAFNormal" not in shown
+    assert "AutoIAFNormal" in tables["notes"]
 
 
 def test_slides_filter_leaves_the_book_and_handwritten_decks_alone():
