@@ -20,12 +20,17 @@ Where the programs go, first match wins:
 JAX stores by default only programs that took a second or more to compile;
 most of the book's are smaller (``svi.init`` alone runs dozens of small
 programs operation by operation), so the threshold is set to 0 unless
-``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise. The folder is
-capped at 1 GiB, least recently used programs evicted first, unless
-``JAX_COMPILATION_CACHE_MAX_SIZE`` says otherwise (in bytes; -1: no cap). A
-cap also makes JAX lock the folder while it reads or writes an entry, which
-the tests need: ``pytest -n 2`` runs two processes on one cache, and without
-the lock one can read an entry the other is still writing.
+``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise.
+
+The folder has no size cap. JAX can cap it (``jax_compilation_cache_max_size``),
+but then every write lists and stats every entry to find what to evict, and
+with the book's thousands of small programs that made the writes, not the
+compiling, the cost: chapters run in book order on one capped cache ran
+slower than each chapter alone on an empty one (``benchmarks/README.md``). Without a cap JAX does not lock
+the folder, so a process can, rarely, read an entry that another is still
+writing; JAX then warns ("Error reading persistent compilation cache
+entry") and compiles the program itself, which the tests accept
+(``pyproject.toml``). Delete the folder to reclaim its space.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from pathlib import Path
 import jax
 
 _OFF = {"0", "off", "false", "no"}
-MAX_SIZE = 1 << 30  # bytes
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,6 +67,4 @@ def configure() -> Path | None:
         jax.config.update("jax_compilation_cache_dir", named)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
-        jax.config.update("jax_compilation_cache_max_size", MAX_SIZE)
     return Path(named)
