@@ -166,6 +166,10 @@ def main() -> None:
         help="also print the N programs that took longest to compile, in total",
     )
     args = parser.parse_args()
+    # The kernels inherit it: NumPyro's Trace_ELBO orders its sites by a set of
+    # names, so without a fixed hash seed each kernel compiles a different
+    # program and a warm run misses the cache (companion/_cache.py).
+    os.environ.setdefault("PYTHONHASHSEED", "0")
 
     paths = sorted(CHAPTERS.glob("[0-9][0-9]-*.ipynb"))
     if args.notebooks:
@@ -175,7 +179,8 @@ def main() -> None:
         if not paths:
             parser.error(f"--chapters {args.chapters} matches no chapter")
     print(
-        f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"PYTHONHASHSEED={os.environ['PYTHONHASHSEED']}"
     )
     header = (
         f"{'chapter':34} {'run':5} {'wall s':>7} {'compile s':>9} {'share':>6} "

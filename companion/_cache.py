@@ -31,6 +31,15 @@ the folder, so a process can, rarely, read an entry that another is still
 writing; JAX then warns ("Error reading persistent compilation cache
 entry") and compiles the program itself, which the tests accept
 (``pyproject.toml``). Delete the folder to reclaim its space.
+
+A cached program is found again only if the new process builds exactly the
+same one. NumPyro 0.22's ``Trace_ELBO`` adds up the sites' terms in the order
+of a Python ``set`` of their names, which follows the interpreter's hash
+seed: with the default random seed every process compiles a different SVI
+step for a model with several sites, misses the cache, and may round its
+loss differently in the last bits. Renders (``_environment``), the tests
+(``tests/conftest.py``) and ``benchmarks/bench_book.py`` start their kernels
+with ``PYTHONHASHSEED=0``; start Jupyter the same way to get the benefit.
 """
 
 from __future__ import annotations
