@@ -142,11 +142,30 @@ local function table_fits(tbl)
   return columns <= MAX_TABLE_COLUMNS and rows <= MAX_TABLE_ROWS and lines <= MAX_TABLE_LINES
 end
 
+-- The same estimate for a table that reaches the filter as raw HTML (a
+-- pandas Styler's output: Quarto parses it into a table only after the user
+-- filters have run): rows from its <tr> elements, each row's text with the
+-- tags removed.
+local function html_table_fits(html)
+  local rows, lines = 0, 0
+  for row in html:gmatch("<tr.-</tr>") do
+    rows = rows + 1
+    local text = row:gsub("<[^>]*>", " "):gsub("&nbsp;", " "):gsub("%s+", " ")
+    lines = lines + math.max(1, math.ceil(#text / TABLE_LINE_CHARS))
+  end
+  return rows <= MAX_TABLE_ROWS + 2 and lines <= MAX_TABLE_LINES
+end
+
 local function tables_fit(el)
   local ok = true
   pandoc.walk_block(pandoc.Div({ el }), {
     Table = function(tbl)
       if not table_fits(tbl) then
+        ok = false
+      end
+    end,
+    RawBlock = function(raw)
+      if raw.format == "html" and raw.text:find("<table", 1, true) and not html_table_fits(raw.text) then
         ok = false
       end
     end,
@@ -159,6 +178,11 @@ local function has_table(el)
   pandoc.walk_block(pandoc.Div({ el }), {
     Table = function()
       found = true
+    end,
+    RawBlock = function(raw)
+      if raw.format == "html" and raw.text:find("<table", 1, true) then
+        found = true
+      end
     end,
   })
   return found

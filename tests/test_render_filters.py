@@ -191,6 +191,26 @@ ones, for every coordinate of the posterior. {#tbl-phrases}
 :::
 :::
 
+::: {.cell}
+::: {#tbl-styled}
+::: {.cell-output .cell-output-display}
+```{=html}
+<style type="text/css"></style><table><thead><tr><th>guide</th><th>parameters</th><th>can represent</th><th>error</th></tr></thead><tbody><tr><td>AutoGuideNumber0 with a long descriptive name</td><td>0</td><td>means, variances and a correlation or two between the coefficients</td><td>0.00</td></tr><tr><td>AutoGuideNumber1 with a long descriptive name</td><td>1</td><td>means, variances and a correlation or two between the coefficients</td><td>0.01</td></tr><tr><td>AutoGuideNumber2 with a long descriptive name</td><td>2</td><td>means, variances and a correlation or two between the coefficients</td><td>0.02</td></tr><tr><td>AutoGuideNumber3 with a long descriptive name</td><td>3</td><td>means, variances and a correlation or two between the coefficients</td><td>0.03</td></tr><tr><td>AutoGuideNumber4 with a long descriptive name</td><td>4</td><td>means, variances and a correlation or two between the coefficients</td><td>0.04</td></tr><tr><td>AutoGuideNumber5 with a long descriptive name</td><td>5</td><td>means, variances and a correlation or two between the coefficients</td><td>0.05</td></tr></tbody></table>
+```
+:::
+:::
+:::
+
+::: {.cell}
+::: {#tbl-styled-small}
+::: {.cell-output .cell-output-display}
+```{=html}
+<style type="text/css"></style><table><tr><th>guide</th><th>error</th></tr><tr><td>StyledSmall</td><td>0.1</td></tr></table>
+```
+:::
+:::
+:::
+
 ## A listing
 
 - **AutoNormal.** Fast and cheap.
@@ -318,6 +338,10 @@ def test_slides_keep_compact_tables_and_move_tall_ones_to_the_notes(deck):
     # five rows only, but each wraps to two lines, and the caption to three
     assert "AutoIAFNormal" not in shown
     assert "AutoIAFNormal" in tables["notes"]
+    # the same for a table that arrives as raw HTML (a pandas Styler's)
+    everything_shown = json.dumps([s["shown"] for s in deck if s["title"] == "Tables"])
+    assert "StyledSmall" in everything_shown
+    assert "AutoGuideNumber3" not in everything_shown
 
 
 def test_slides_filter_leaves_the_book_and_handwritten_decks_alone():
