@@ -125,11 +125,11 @@ local function row_lines(row)
   return math.max(1, math.ceil(chars / TABLE_LINE_CHARS))
 end
 
-local function table_fits(tbl)
+local function table_fits(tbl, extra_lines)
   local columns = #tbl.colspecs
   local rows = 0
   local caption = #pandoc.utils.stringify(tbl.caption.long or {})
-  local lines = math.ceil(caption / TABLE_LINE_CHARS)
+  local lines = math.ceil(caption / TABLE_LINE_CHARS) + (extra_lines or 0)
   for _, row in ipairs(tbl.head.rows) do
     lines = lines + row_lines(row)
   end
@@ -145,9 +145,9 @@ end
 -- The same estimate for a table that reaches the filter as raw HTML (a
 -- pandas Styler's output: Quarto parses it into a table only after the user
 -- filters have run): rows from its <tr> elements, each row's text with the
--- tags removed.
-local function html_table_fits(html)
-  local rows, lines = 0, 0
+-- tags removed, and the lines of its caption.
+local function html_table_fits(html, caption_lines)
+  local rows, lines = 0, caption_lines
   for row in html:gmatch("<tr.-</tr>") do
     rows = rows + 1
     local text = row:gsub("<[^>]*>", " "):gsub("&nbsp;", " "):gsub("%s+", " ")
@@ -158,14 +158,23 @@ end
 
 local function tables_fit(el)
   local ok = true
+  -- Text around the tables (a labelled cell's caption is text of the float
+  -- that holds the table, not the table's own caption) takes lines too.
+  local around = #pandoc.utils.stringify(el)
   pandoc.walk_block(pandoc.Div({ el }), {
     Table = function(tbl)
-      if not table_fits(tbl) then
+      around = around - #pandoc.utils.stringify(tbl)
+    end,
+  })
+  local caption_lines = math.ceil(math.max(0, around) / TABLE_LINE_CHARS)
+  pandoc.walk_block(pandoc.Div({ el }), {
+    Table = function(tbl)
+      if not table_fits(tbl, caption_lines) then
         ok = false
       end
     end,
     RawBlock = function(raw)
-      if raw.format == "html" and raw.text:find("<table", 1, true) and not html_table_fits(raw.text) then
+      if raw.format == "html" and raw.text:find("<table", 1, true) and not html_table_fits(raw.text, caption_lines) then
         ok = false
       end
     end,

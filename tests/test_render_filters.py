@@ -211,6 +211,27 @@ ones, for every coordinate of the posterior. {#tbl-phrases}
 :::
 :::
 
+::: {.cell}
+::: {#tbl-floated}
+Table 9: A caption that Quarto keeps beside the table, in the float around
+it: what every guide is, how many parameters it has, what it can represent,
+how far its means are from the exact ones and how its standard deviations
+compare, over every coordinate of the posterior, for six guides in all, and
+the correlation of the two coefficients that the posterior ties most closely.
+
+::: {.cell-output .cell-output-display}
+| guide | parameters | can represent | error |
+|---|---|---|---|
+| FloatedGuideA | 3 | a point | 0.00 |
+| FloatedGuideB | 6 | means, marginal variances | 0.02 |
+| FloatedGuideC | 9 | one direction of correlation | 0.05 |
+| FloatedGuideD | 12 | all correlations | 0.03 |
+| FloatedGuideE | 316 | skew, non-Gaussian shapes | 0.09 |
+| FloatedGuideF | 3 | MAP and the curvature there | 0.02 |
+:::
+:::
+:::
+
 ## A listing
 
 - **AutoNormal.** Fast and cheap.
@@ -342,6 +363,8 @@ def test_slides_keep_compact_tables_and_move_tall_ones_to_the_notes(deck):
     everything_shown = json.dumps([s["shown"] for s in deck if s["title"] == "Tables"])
     assert "StyledSmall" in everything_shown
     assert "AutoGuideNumber3" not in everything_shown
+    # a short table under a long caption that sits in the float around it
+    assert "FloatedGuideC" not in everything_shown
 
 
 def test_slides_filter_leaves_the_book_and_handwritten_decks_alone():
