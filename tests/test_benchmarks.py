@@ -129,7 +129,8 @@ def test_bench_book_times_cold_book_and_warm_runs(tmp_path):
         *("--notebooks", str(path), "--runs", "cold", "book", "warm"),
         *("--slowest", "1", "--programs", "1", "--csv", str(table)),
     )
-    rows = {row["run"]: row for row in csv.DictReader(table.open())}
+    with table.open(newline="") as f:
+        rows = {row["run"]: row for row in csv.DictReader(f)}
     assert set(rows) == {"cold", "book", "warm"}
     for row in rows.values():
         assert float(row["wall_s"]) > 0 and float(row["compile"]) >= 0
