@@ -98,11 +98,16 @@ local function contains_image(el)
   return found
 end
 
+-- Raw HTML holding a given tag ("<style", "<table").
+local function is_html_with(raw, tag)
+  return raw.format == "html" and raw.text:find(tag, 1, true) ~= nil
+end
+
 local function is_rich_repr(el)
   local rich = false
   pandoc.walk_block(el, {
     RawBlock = function(raw)
-      if raw.format == "html" and raw.text:find("<style", 1, true) then
+      if is_html_with(raw, "<style") then
         rich = true
       end
     end,
@@ -142,10 +147,12 @@ local function table_fits(tbl, extra_lines)
   return columns <= MAX_TABLE_COLUMNS and rows <= MAX_TABLE_ROWS and lines <= MAX_TABLE_LINES
 end
 
--- The same estimate for a table that reaches the filter as raw HTML (a
--- pandas Styler's output: Quarto parses it into a table only after the user
--- filters have run): rows from its <tr> elements, each row's text with the
--- tags removed, and the lines of its caption.
+-- The same estimate for a table that reaches the filter as raw HTML (a cell
+-- that displays HTML it built itself; a pandas Styler's table in a labelled
+-- cell arrives already parsed into a pandoc table): rows from its <tr>
+-- elements, each row's text with the tags removed, and the lines of its
+-- caption. The two extra rows allow for a header of up to two rows, which
+-- table_fits does not count against MAX_TABLE_ROWS either.
 local function html_table_fits(html, caption_lines)
   local rows, lines = 0, caption_lines
   for row in html:gmatch("<tr.-</tr>") do
@@ -174,7 +181,7 @@ local function tables_fit(el)
       end
     end,
     RawBlock = function(raw)
-      if raw.format == "html" and raw.text:find("<table", 1, true) and not html_table_fits(raw.text, caption_lines) then
+      if is_html_with(raw, "<table") and not html_table_fits(raw.text, caption_lines) then
         ok = false
       end
     end,
@@ -189,7 +196,7 @@ local function has_table(el)
       found = true
     end,
     RawBlock = function(raw)
-      if raw.format == "html" and raw.text:find("<table", 1, true) then
+      if is_html_with(raw, "<table") then
         found = true
       end
     end,
