@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -40,6 +39,7 @@ from tqdm import tqdm
 
 from companion._checks import check_key as _check_key
 from companion._checks import is_int as _is_int
+from companion._compile import cached_jit as _cached_jit
 from companion._progress import bar_disabled
 
 __all__ = [
@@ -421,14 +421,14 @@ def fit(
             f"got {chunk_size!r}"
         )
 
-    train = _Arguments(args, kwargs)
     val = None
     if validate:
         val_args = tuple(val_args) if val_args is not None else args
-        val = _Arguments(val_args, {**kwargs, **(val_kwargs or {})})
         _check_validation_data(args, kwargs, val_args, val_kwargs or {})
+        val = (val_args, {**kwargs, **(val_kwargs or {})})
+    data = _Arguments(args, kwargs, val)
     train_size = _num_obs(args, kwargs)
-    val_size = _num_obs(val.args, val.kwargs) if val is not None else None
+    val_size = _num_obs(*val) if val is not None else None
 
     if init_state is None:
         state = svi.init(rng_key, *args, init_params=init_params, **kwargs)
@@ -453,19 +453,15 @@ def fit(
     with tqdm(total=num_steps, disable=bar_disabled(progress_bar), leave=True) as bar:
         while steps_run < num_steps:
             length = min(chunk_size, num_steps - steps_run)
-            run_chunk = _chunk_runner(
-                svi, length, stable_update, train, val, lpd_samples
-            )
+            run_chunk = _chunk_runner(svi, length, stable_update, data, lpd_samples)
             checkpoints = [*checkpoints[-1:], (steps_run, state)]
-            state, chunk_losses, chunk_val, chunk_params = run_chunk(
-                state, train.dynamic, None if val is None else val.dynamic, lpd_key
-            )
+            state, chunk_losses, chunk_val, chunk_params = run_chunk(state, lpd_key)
             chunk_losses = np.asarray(jax.device_get(chunk_losses))
             finite = np.isfinite(chunk_losses)
             if not (stable_update or finite.all()):
                 bad_step = steps_run + int(np.argmin(finite)) + 1
                 steps_run, state = _last_finite(
-                    svi, stable_update, train, checkpoints, bad_step - 1
+                    svi, stable_update, data, checkpoints, bad_step - 1
                 )
                 losses = [np.concatenate([*losses, chunk_losses])[:steps_run]]
                 stop_reason = "non_finite_loss"
@@ -516,94 +512,76 @@ def fit(
 
 
 # --------------------------------------------------------------------------
-# Compiled chunks, cached per SVI object.
+# Compiled chunks, cached per SVI object (companion._compile.cached_jit: the
+# arrays among the model's arguments are traced, everything else is baked in).
 
 
 class _Arguments:
-    """Model arguments split into arrays (traced) and everything else (static,
-    part of the compilation cache key)."""
+    """The model's arguments for training and, optionally, validation."""
 
-    def __init__(self, args: tuple, kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, args: tuple, kwargs: dict[str, Any], val: tuple[tuple, dict] | None
+    ) -> None:
         self.args, self.kwargs = tuple(args), dict(kwargs)
-        dyn_args, static_args = [], []
-        for i, value in enumerate(self.args):
-            (dyn_args if _is_dynamic(value) else static_args).append((i, value))
-        dyn_kwargs, static_kwargs = {}, []
-        for name, value in sorted(self.kwargs.items()):
-            if _is_dynamic(value):
-                dyn_kwargs[name] = value
-            else:
-                static_kwargs.append((name, value))
-        self.dynamic = ({i: v for i, v in dyn_args}, dyn_kwargs)
-        self.key: Hashable = (
-            len(self.args),
-            tuple(static_args),
-            tuple(static_kwargs),
-            tuple(i for i, _ in dyn_args),
-            tuple(dyn_kwargs),
-        )
+        self.val = val
 
-    def merge(self, dynamic: tuple[dict, dict]) -> tuple[tuple, dict]:
-        dyn_args, dyn_kwargs = dynamic
-        args = tuple(dyn_args.get(i, v) for i, v in enumerate(self.args))
-        return args, {**self.kwargs, **dyn_kwargs}
+    @property
+    def packed(self) -> tuple[tuple, dict[str, Any]]:
+        """Training and validation arguments as one ``(args, kwargs)`` for
+        `cached_jit`; :func:`_unpack` takes them apart inside the program."""
+        val_args, val_kwargs = self.val if self.val is not None else (None, None)
+        return (self.args, val_args), {"train": self.kwargs, "val": val_kwargs}
 
 
-_CACHE: weakref.WeakKeyDictionary[SVI, dict[Hashable, Callable]] = (
-    weakref.WeakKeyDictionary()
-)
+def _unpack(call_args: tuple, call_kwargs: dict[str, Any]) -> tuple:
+    (args, val_args), kwargs, val_kwargs = (
+        call_args,
+        call_kwargs["train"],
+        call_kwargs["val"],
+    )
+    return args, kwargs, val_args, val_kwargs
 
 
 def _chunk_runner(
     svi: SVI,
     length: int,
     stable_update: bool,
-    train: _Arguments,
-    val: _Arguments | None,
+    data: _Arguments,
     lpd_samples: int | None,
 ) -> Callable:
-    """The compiled chunk: ``length`` steps, then the validation loss, the
-    negative ELBO (``lpd_samples`` is ``None``) or the negative lpd with
-    ``lpd_samples`` draws."""
-    key = (
-        "chunk",
-        length,
-        stable_update,
-        train.key,
-        None if val is None else val.key,
-        lpd_samples,
-    )
-    cache = _CACHE.setdefault(svi, {})
-    if key not in cache:
-        update = svi.stable_update if stable_update else svi.update
+    """The compiled chunk ``run_chunk(state, lpd_key)``: ``length`` steps,
+    then (with validation data) the validation loss, the negative ELBO
+    (``lpd_samples`` is ``None``) or the negative lpd with ``lpd_samples``
+    draws."""
+    update = svi.stable_update if stable_update else svi.update
+    validate = data.val is not None
 
-        def run_chunk(state, train_dynamic, val_dynamic, lpd_key):
-            args, kwargs = train.merge(train_dynamic)
+    def run_chunk(state, lpd_key, call_args, call_kwargs):
+        args, kwargs, vargs, vkwargs = _unpack(call_args, call_kwargs)
 
-            def body(state, _):
-                return update(state, *args, **kwargs)
+        def body(state, _):
+            return update(state, *args, **kwargs)
 
-            state, losses = lax.scan(body, state, None, length=length)
-            if val is None:
-                return state, losses, None, None
-            vargs, vkwargs = val.merge(val_dynamic)
-            params = svi.get_params(state)
-            if lpd_samples is None:
-                val_loss = svi.evaluate(state, *vargs, **vkwargs)
-            else:
-                val_loss = -_log_predictive_density(
-                    lpd_key, svi.model, svi.guide, params, lpd_samples, vargs, vkwargs
-                )
-            return state, losses, val_loss, params
+        state, losses = lax.scan(body, state, None, length=length)
+        if not validate:
+            return state, losses, None, None
+        params = svi.get_params(state)
+        if lpd_samples is None:
+            val_loss = svi.evaluate(state, *vargs, **vkwargs)
+        else:
+            val_loss = -_log_predictive_density(
+                lpd_key, svi.model, svi.guide, params, lpd_samples, vargs, vkwargs
+            )
+        return state, losses, val_loss, params
 
-        cache[key] = jax.jit(run_chunk)
-    return cache[key]
+    settings = ("fit_chunk", length, stable_update, validate, lpd_samples)
+    return _cached_jit(svi, settings, run_chunk, *data.packed)
 
 
 def _last_finite(
     svi: SVI,
     stable_update: bool,
-    train: _Arguments,
+    data: _Arguments,
     checkpoints: list[tuple[int, SVIState]],
     num_steps: int,
 ) -> tuple[int, SVIState]:
@@ -613,7 +591,7 @@ def _last_finite(
         start, state = max(
             (c for c in checkpoints if c[0] <= steps), key=lambda c: c[0]
         )
-        state = _replay(svi, stable_update, train, state, steps - start)
+        state = _replay(svi, stable_update, data, state, steps - start)
         finite = jax.tree.map(
             lambda x: bool(jnp.all(jnp.isfinite(x))), svi.get_params(state)
         )
@@ -623,39 +601,26 @@ def _last_finite(
 
 
 def _replay(
-    svi: SVI, stable_update: bool, train: _Arguments, state: SVIState, num: int
+    svi: SVI, stable_update: bool, data: _Arguments, state: SVIState, num: int
 ) -> SVIState:
     """Re-run the first ``num`` steps of a chunk (the key lives in the state, so
     this reproduces them exactly): the state just before a non-finite loss."""
     if num == 0:
         return state
-    key = ("replay", stable_update, train.key)
-    cache = _CACHE.setdefault(svi, {})
-    if key not in cache:
-        update = svi.stable_update if stable_update else svi.update
+    update = svi.stable_update if stable_update else svi.update
 
-        def replay(state, train_dynamic, num):
-            args, kwargs = train.merge(train_dynamic)
-            return lax.fori_loop(
-                0, num, lambda _, s: update(s, *args, **kwargs)[0], state
-            )
+    def replay(state, num, call_args, call_kwargs):
+        args, kwargs = call_args, call_kwargs
+        return lax.fori_loop(0, num, lambda _, s: update(s, *args, **kwargs)[0], state)
 
-        cache[key] = jax.jit(replay)
-    return cache[key](state, train.dynamic, num)
+    run = _cached_jit(
+        svi, ("fit_replay", stable_update), replay, data.args, data.kwargs
+    )
+    return run(state, num)
 
 
 # --------------------------------------------------------------------------
 # Input checks, before any tracing.
-
-
-def _is_dynamic(value: Any) -> bool:
-    if isinstance(value, jax.Array | np.ndarray):
-        return True
-    try:
-        hash(value)
-    except TypeError:
-        return True  # an unhashable container: treat it as a pytree of arrays
-    return False
 
 
 def _num_obs(args: tuple, kwargs: dict[str, Any]) -> int:

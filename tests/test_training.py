@@ -12,7 +12,7 @@ from numpyro.infer import SVI, Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.infer.util import log_likelihood
 
-from companion import metrics, training
+from companion import _compile, metrics, training
 from companion.training import (
     EarlyStopping,
     NonFiniteLossWarning,
@@ -89,9 +89,9 @@ def test_progress_bar_obeys_tqdm_disable_as_renders_set_it(
 def test_compiled_once_and_reused_across_calls(y_train):
     svi = make_svi()
     fit(svi, jax.random.key(0), 100, y_train, progress_bar=False, chunk_size=20)
-    cache = dict(training._CACHE[svi])
+    cache = dict(_compile._CACHE[svi])
     fit(svi, jax.random.key(1), 60, y_train + 1.0, progress_bar=False, chunk_size=20)
-    assert dict(training._CACHE[svi]).keys() == cache.keys()
+    assert dict(_compile._CACHE[svi]).keys() == cache.keys()
     (runner,) = cache.values()
     assert runner._cache_size() == 1  # traced and compiled once for these shapes
 
@@ -516,7 +516,7 @@ def test_neg_lpd_compiles_once_and_leaves_the_training_alone(y_train):
         val_loss="neg_lpd",
         **kwargs,
     )
-    cache = dict(training._CACHE[svi])
+    cache = dict(_compile._CACHE[svi])
     (runner,) = cache.values()
     # New keys and data values, same shapes: the same compiled chunk, no retrace.
     fit(
@@ -528,7 +528,7 @@ def test_neg_lpd_compiles_once_and_leaves_the_training_alone(y_train):
         val_loss="neg_lpd",
         **kwargs,
     )
-    assert dict(training._CACHE[svi]).keys() == cache.keys()
+    assert dict(_compile._CACHE[svi]).keys() == cache.keys()
     assert runner._cache_size() == 1
     # Same key: the same draws, so the same validation losses.
     again = fit(
@@ -555,7 +555,7 @@ def test_neg_lpd_compiles_once_and_leaves_the_training_alone(y_train):
     )
     # Different signals: the ELBO's holds the KL term, the lpd's does not.
     assert np.all(elbo.val_losses > lpd.val_losses)
-    assert len(training._CACHE[svi]) == 3  # one chunk per signal, and none
+    assert len(_compile._CACHE[svi]) == 3  # one chunk per signal, and none
 
 
 @pytest.mark.parametrize(
