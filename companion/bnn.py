@@ -75,7 +75,7 @@ class MLP(nnx.Module):
         rngs: the nnx random streams for the initial weights (in the
             Bayesian model only their shapes matter).
 
-    Used in chapters 4, 5 and 6.
+    Used in chapters 4, 5, 6, 7, 9 and 10.
 
     Example:
         >>> mlp = MLP(2, 1, [4, 3], rngs=nnx.Rngs(jax.random.key(0)))
@@ -253,7 +253,7 @@ def build_model(
         replace: draw the mini-batch with replacement (one vectorised draw,
             see :func:`subsample_plate`) or without (NumPyro's draw).
 
-    Used in chapters 4, 5 and 6 (full data) and chapters 7 and 9
+    Used in chapters 4, 5, 6 and 10 (full data) and chapters 7 and 9
     (mini-batches).
 
     Example:
@@ -311,7 +311,7 @@ def param_shapes(mlp: MLP, *, name: str = "nn") -> dict[str, tuple[int, ...]]:
     read off a trace of the model (so a guide built from them matches the
     model's site names by construction).
 
-    Used in chapter 5.
+    Used in chapters 4 and 5.
 
     Example:
         >>> mlp = MLP(2, 1, [4, 3], rngs=nnx.Rngs(jax.random.key(0)))

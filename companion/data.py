@@ -78,7 +78,7 @@ def make_moons(
         ``x`` with shape ``(num_samples, 2)`` (float32) and ``y`` with shape
         ``(num_samples,)`` (int32, values in {0, 1}).
 
-    Used in chapters 4, 5 and 6.
+    Used in chapters 4, 5, 6, 7, 9 and 10.
 
     Example:
         >>> x, y = make_moons(jax.random.key(0), num_samples=100, noise=0.1)
@@ -121,7 +121,7 @@ def train_val_test_split(
         A :class:`DataSplit` (``x_train, y_train, x_val, y_val, x_test,
         y_test``).
 
-    Used in chapters 4, 5 and 6.
+    Used in chapters 4, 5, 6 and 7.
 
     Example:
         >>> x, y = make_moons(jax.random.key(0), 100, 0.1)
@@ -173,7 +173,7 @@ def make_grid(
     side (``padding=0`` covers the data exactly; larger values look further
     away from it).
 
-    Used in chapters 4 and 6 to draw decision surfaces.
+    Used in chapters 4, 6, 7 and 9 to draw decision surfaces.
 
     Example:
         >>> grid = make_grid(jnp.array([[0.0, 0.0], [1.0, 2.0]]), 3, padding=0.0)

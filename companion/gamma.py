@@ -76,7 +76,7 @@ def model(
 
     ``prior_scale`` is the half-normal's scale (1 in the talk).
 
-    Sites: ``concentration`` (latent), ``z`` (observed). Used in chapter 3.
+    Sites: ``concentration`` (latent), ``z`` (observed). Used in chapters 3 and 7.
     """
     concentration = numpyro.sample("concentration", dist.HalfNormal(scale=prior_scale))
     size = num_obs if z is None else z.shape[0]
@@ -91,7 +91,7 @@ def guide(
 ) -> None:
     """The talk's guide: ``Normal(concentration_loc, concentration_scale)``
     through ``ExpTransform``, params initialised at 0.5 and 0.1, the scale
-    constrained positive. Used in chapter 3.
+    constrained positive. Used in chapters 3 and 7.
     """
     concentration_loc = numpyro.param("concentration_loc", init_value=0.5)
     concentration_scale = numpyro.param(
@@ -109,7 +109,7 @@ def simulate(
 ) -> Float[Array, " num_samples"]:
     """Draw ``num_samples`` observations from ``Gamma(concentration, rate=1)``.
 
-    Used in chapter 3.
+    Used in chapters 3 and 7.
     """
     _check_key(rng_key)
     if not _is_positive(concentration):
@@ -127,7 +127,7 @@ def make_svi(num_particles: int = 10, learning_rate: float = 0.005) -> SVI:
     lives in `SVIState`), and sharing it lets :func:`companion.training.fit`
     reuse the steps it compiled.
 
-    Used in chapter 3.
+    Used in chapters 3 and 7.
     """
     if not _is_int(num_particles) or num_particles < 1:
         raise ValueError(f"num_particles must be an int >= 1, got {num_particles!r}")
@@ -203,7 +203,7 @@ def default_grid(
     (the mean of ``Gamma(c, 1)`` is ``c``) finds where the posterior lives,
     then ``num_points`` points span that region with a margin, so narrow
     posteriors (many observations) get as fine a grid as wide ones.
-    Used in chapter 3.
+    Used in chapters 3 and 7.
     """
     z = _check_observations(z)
     if not _is_int(num_points) or num_points < 2:
@@ -228,7 +228,7 @@ def exact_posterior(
     ``grid`` must be increasing, positive and finite, and should cover the
     posterior's mass (see :func:`default_grid`); a `RuntimeWarning` says when
     the density at either end is not negligible (mass cut off).
-    Used in chapter 3.
+    Used in chapters 3 and 7.
     """
     z = _check_observations(z).astype(np.float64)
     grid = _check_grid(grid)
@@ -252,7 +252,7 @@ def posterior_moments(
     prior_scale: float = PRIOR_SCALE,
 ) -> tuple[float, float]:
     """Mean and standard deviation of the exact posterior, by quadrature on
-    ``grid`` (default :func:`default_grid`). Used in chapter 3."""
+    ``grid`` (default :func:`default_grid`). Used in chapters 3 and 7."""
     grid = (
         default_grid(z, prior_scale=prior_scale) if grid is None else _check_grid(grid)
     )
@@ -283,7 +283,7 @@ def approximation(params: dict[str, ArrayLike]) -> dist.Distribution:
 
 def approximation_moments(params: dict[str, ArrayLike]) -> tuple[float, float]:
     """Mean and standard deviation of the log-normal approximation, in closed
-    form: ``exp(μ + σ²/2)`` and ``mean · sqrt(exp(σ²) − 1)``. Used in chapter 3."""
+    form: ``exp(μ + σ²/2)`` and ``mean · sqrt(exp(σ²) − 1)``. Used in chapters 3 and 7."""
     loc, scale = _check_params(params)
     mean = np.exp(loc + scale**2 / 2)
     return float(mean), float(mean * np.sqrt(np.expm1(scale**2)))
@@ -308,7 +308,7 @@ def best_approximation(
     with exact gradients and enough steps, so :func:`approximation_moments`
     of it against :func:`posterior_moments` is the gap of the family alone,
     and a fitted guide's distance from it is the optimiser's. Raises
-    ``RuntimeError`` if the optimiser does not converge. Used in chapter 7.
+    ``RuntimeError`` if the optimiser does not converge. Used in chapters 3 and 7.
     """
     z = _check_observations(z).astype(np.float64)
     if not _is_positive(prior_scale):

@@ -88,7 +88,7 @@ def simulate(
     prefix under which the arrays are written as ``np.memmap`` files
     (``out + ".x.f32"`` and so on) and returned as memmaps.
 
-    Used in chapter 8.
+    Used in chapters 8 and 9.
     """
     _check_key(rng_key)
     for name, value in [
@@ -158,7 +158,7 @@ def model(
     The arguments match :func:`companion.streaming.fit`: pass the host arrays
     ``(x, group, y)`` and the other arguments by keyword.
 
-    Used in chapter 8.
+    Used in chapters 8 and 9.
     """
     num_features = x.shape[-1]
     coef = numpyro.sample(

@@ -104,7 +104,7 @@ def run_nuts(
     sequential chains. ``max_tree_depth`` caps a trajectory at
     ``2**max_tree_depth - 1`` leapfrog steps (NumPyro's default, 10).
 
-    Used in chapter 3 (reference posterior) and chapters 7, 8 and 9.
+    Used in chapter 3 (reference posterior) and chapter 7.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
@@ -173,7 +173,7 @@ def timed_nuts(
         steps per draw, ``acceptance_rate``, ``lp``: the log joint density in
         the unconstrained space) and an ``observed_data`` group.
 
-    Used in chapter 7.
+    Used in chapters 7, 8 and 9.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist
@@ -338,7 +338,7 @@ def timed_svi(
         returns (``params``, ``state``, ``losses``: the loss, negative ELBO, of
         every step).
 
-    Used in chapters 7 and 9.
+    Used in chapters 7, 9 and 10.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, optax

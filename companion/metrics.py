@@ -1,4 +1,4 @@
-"""Classification metrics for posterior draws: AUC, Brier score, log loss,
+"""Classification metrics for posterior draws: AUC, log loss,
 reliability-diagram bins with intervals, and a calibration check.
 
 A Bayesian classifier gives one vector of probabilities per posterior draw,
@@ -38,7 +38,6 @@ __all__ = [
     "ReliabilityBins",
     "ReliabilityCurve",
     "auc",
-    "brier_score",
     "calibration_check",
     "expected_calibration_error",
     "log_loss",
@@ -137,7 +136,7 @@ def auc(y_true: Int[ArrayLike, " n"], scores: Float[ArrayLike, "... n"]) -> Arra
     Returns:
         The AUCs, shape ``scores.shape[:-1]`` (a scalar for 1-D scores).
 
-    Used in chapter 6.
+    Used in chapters 6, 7, 9 and 10.
 
     Example:
         >>> y = jnp.array([0, 0, 1, 1])
@@ -155,22 +154,6 @@ def auc(y_true: Int[ArrayLike, " n"], scores: Float[ArrayLike, "... n"]) -> Arra
     return centred.sum(axis=-1) / (num_pos * num_neg)
 
 
-def brier_score(
-    y_true: Int[ArrayLike, " n"], probs: Float[ArrayLike, "... n"]
-) -> Array:
-    """Brier score ``mean_i (p_i - y_i)²`` (lower is better) for every leading
-    index of ``probs``; as `sklearn.metrics.brier_score_loss`.
-
-    Used in chapter 6.
-
-    Example:
-        >>> round(float(brier_score(jnp.array([0, 1]), jnp.array([0.2, 0.6]))), 6)
-        0.1
-    """
-    y, p = _check(y_true, probs, probabilities=True)
-    return jnp.mean((p - y) ** 2, axis=-1)
-
-
 def log_loss(y_true: Int[ArrayLike, " n"], probs: Float[ArrayLike, "... n"]) -> Array:
     """Mean negative log-likelihood of binary labels under ``probs``,
     ``-mean_i [y_i log p_i + (1 - y_i) log(1 - p_i)]`` (lower is better), for
@@ -178,7 +161,8 @@ def log_loss(y_true: Int[ArrayLike, " n"], probs: Float[ArrayLike, "... n"]) -> 
     ``[eps, 1 - eps]`` with ``eps`` the float32 machine epsilon, as
     `sklearn.metrics.log_loss` does for float32 input.
 
-    Used in chapter 6.
+    Used in chapters 7, 9 and 10. Chapter 6 scores single vectors of
+    probabilities with `sklearn.metrics.log_loss` itself.
 
     Example:
         >>> round(float(log_loss(jnp.array([0, 1]), jnp.array([0.5, 0.5]))), 4)
@@ -230,18 +214,23 @@ def expected_calibration_error(
 ) -> float:
     """Expected calibration error: the count-weighted mean gap
     ``|prob_true - prob_pred|`` over the bins of :func:`reliability_bins`
-    [@guo2017calibration]. 0 for a perfectly calibrated classifier.
+    [@guo2017calibration], computed as ``sum_b |sum_true_b - sum_pred_b| / n``
+    (the same number). 0 for a perfectly calibrated classifier.
 
-    Used in chapter 6.
+    Used in chapter 6 (through :func:`calibration_check`).
 
     Example:
         >>> expected_calibration_error(jnp.array([0, 1]), jnp.array([0.0, 1.0]))
         0.0
     """
-    bins = reliability_bins(y_true, probs, num_bins)
-    filled = bins.counts > 0
-    gaps = np.abs(bins.prob_true[filled] - bins.prob_pred[filled])
-    return float(np.sum(bins.counts[filled] * gaps) / np.sum(bins.counts))
+    y, p, _, bin_ids = _binned(y_true, probs, num_bins)
+    return float(
+        _ece_from_sums(
+            np.bincount(bin_ids, minlength=num_bins),
+            np.bincount(bin_ids, weights=p, minlength=num_bins),
+            np.bincount(bin_ids, weights=y, minlength=num_bins),
+        )
+    )
 
 
 def reliability_curve(
@@ -366,12 +355,8 @@ def calibration_check(
     _check_key(rng_key)
     _check_count("num_resamples", num_resamples)
     _normal_quantile(level)  # checks level
+    ece = expected_calibration_error(y_true, probs, num_bins)
     y, p, _, bin_ids = _binned(y_true, probs, num_bins)
-    ece = _ece_from_sums(
-        np.bincount(bin_ids, minlength=num_bins),
-        np.bincount(bin_ids, weights=p, minlength=num_bins),
-        np.bincount(bin_ids, weights=y, minlength=num_bins),
-    )
     key_null, key_boot = jax.random.split(rng_key)
     shares, ece_null, ece_boot = _resample(
         key_null,

@@ -75,8 +75,8 @@ def sample_posterior(
     The draws are bit-for-bit reproducible from ``rng_key``; one compiled
     function per guide and settings is reused across calls.
 
-    Used in chapter 6 (through :func:`posterior_predictive`) and chapters 7
-    and 9.
+    Used in chapter 6 (through :func:`posterior_predictive`) and chapters 7,
+    9 and 10.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist
@@ -148,7 +148,7 @@ def predict(
         A dict of arrays with leading axis ``num_draws``; the same numbers
         whatever ``batch_size``.
 
-    Used in chapters 6 and 9.
+    Used in chapters 6, 7, 9 and 10.
     """
     _check_key(rng_key)
     if not isinstance(posterior_samples, dict) or not posterior_samples:
@@ -217,7 +217,7 @@ def posterior_predictive(
     The result does not depend on ``batch_size`` (up to float rounding):
     ``batch_size`` only bounds the memory the model's intermediate values take.
 
-    Used in chapters 6 and 9.
+    Used in chapters 6, 9 and 10.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist

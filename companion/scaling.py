@@ -151,7 +151,7 @@ def make_mesh(
     computation from the shardings of the inputs, so code written for one
     device runs unchanged.
 
-    Used by :func:`data_parallel_fit` (chapter 9 mentions it).
+    Used by :func:`data_parallel_fit` (mentioned in chapter 9).
 
     Example:
         >>> make_mesh().shape["batch"] == len(jax.devices())
@@ -175,7 +175,7 @@ def shard_data(*arrays: Array, mesh: Mesh) -> tuple[Array, ...]:
     Raises ``ValueError`` when the number of devices does not divide the
     number of rows, or when the arrays differ in their number of rows.
 
-    Used by :func:`data_parallel_fit` (chapter 9 mentions it).
+    Used by :func:`data_parallel_fit` (mentioned in chapter 9).
 
     Example:
         >>> (x,) = shard_data(jnp.zeros((8, 2)), mesh=make_mesh())
@@ -208,7 +208,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     (`NamedSharding` with an empty ``PartitionSpec``): how parameters and the
     optimiser state live in data-parallel training.
 
-    Used by :func:`data_parallel_fit` (chapter 9 mentions it).
+    Used by :func:`data_parallel_fit` (mentioned in chapter 9).
     """
     _check_mesh(mesh)
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
@@ -297,7 +297,7 @@ def run_processes(
         >>> script = pathlib.Path(tempfile.mkdtemp()) / "hello.py"
         >>> _ = script.write_text("import os; print(os.environ['PROCESS_ID'])")
         >>> run_processes(script, 2)
-        ['0\n', '1\n']
+        ['0\\n', '1\\n']
     """
     script = os.fspath(script)
     if not os.path.isfile(script):

@@ -55,7 +55,7 @@ from companion._checks import check_key as _check_key
 from companion._checks import is_int as _is_int
 from companion._progress import bar_disabled
 
-__all__ = ["StreamingResult", "batch_plate", "fit", "num_steps_per_epoch"]
+__all__ = ["StreamingResult", "batch_plate", "fit"]
 
 
 # --------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def batch_plate(
     random batches it is an unbiased estimate of it. With
     ``batch_size == num_data`` it is the plain full-batch plate (scale 1).
 
-    Used in chapter 8.
+    Used in chapter 8; the primer and chapter 2 show it.
 
     Example:
         >>> import numpyro.distributions as dist
@@ -152,18 +152,6 @@ class StreamingResult(NamedTuple):
     def rows_per_second(self) -> float:
         """Rows processed per second of run time (after set-up)."""
         return len(self.losses) * self.batch_size / max(self.seconds, 1e-12)
-
-
-def num_steps_per_epoch(num_data: int, batch_size: int) -> int:
-    """Steps in one epoch of :func:`fit`: ``num_data // batch_size`` (the last
-    partial batch of each shuffle is dropped). Used in chapter 8."""
-    _check_count("num_data", num_data)
-    _check_count("batch_size", batch_size)
-    if batch_size > num_data:
-        raise ValueError(
-            f"batch_size must be at most num_data={num_data}, got {batch_size}"
-        )
-    return num_data // batch_size
 
 
 def fit(

@@ -373,7 +373,7 @@ def fit(
     With ``stable_update=True`` non-finite steps are skipped instead (NumPyro's
     `stable_update`) and the run goes on.
 
-    Used in chapter 5 (introduced), the primer, chapters 3, 6, 7 and 9.
+    Used in chapter 5 (introduced), the primer, chapters 3, 6 and 9.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, optax

@@ -7,8 +7,8 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import binom, norm
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
+from sklearn.metrics import roc_auc_score
 
 from companion import metrics
 
@@ -52,11 +52,8 @@ def test_auc_counts_ties_as_half_and_handles_extra_axes():
     )
 
 
-def test_brier_and_log_loss_match_sklearn(draws):
+def test_log_loss_matches_sklearn(draws):
     y, p = draws
-    np.testing.assert_allclose(
-        metrics.brier_score(y, p), [brier_score_loss(y, row) for row in p], rtol=1e-5
-    )
     np.testing.assert_allclose(
         metrics.log_loss(y, p), [sk_log_loss(y, row) for row in p], rtol=1e-5
     )
@@ -102,7 +99,7 @@ def test_a_calibrated_forecast_has_a_small_calibration_error():
         (metrics.auc, [1, 1, 1], [0.1, 0.2, 0.3], "both classes"),
         (metrics.auc, [0, 1, 1], [0.1, 0.2], r"shape \(\.\.\., 3\)"),
         (metrics.auc, [[0, 1]], [0.1, 0.2], "1-D"),
-        (metrics.brier_score, [0, 1], [0.1, 1.2], r"probs must lie in \[0, 1\]"),
+        (metrics.log_loss, [0, 1], [0.1, 1.2], r"probs must lie in \[0, 1\]"),
         (metrics.log_loss, [0, 1, 1], [[0.1, 0.2]], r"shape \(\.\.\., 3\)"),
         (metrics.reliability_bins, [0, 1], [[0.1, 0.2]], "probs must be 1-D"),
         (metrics.reliability_bins, [0, 0.5], [0.1, 0.2], r"labels in \{0, 1\}"),

@@ -457,9 +457,6 @@ def test_fit_rejects_bad_input():
         streaming.fit(svi, 0, (y,), batch_size=10, num_epochs=1)
     with pytest.raises(TypeError, match="svi"):
         streaming.fit(None, key, (y,), batch_size=10, num_epochs=1)
-    with pytest.raises(ValueError, match="batch_size must be at most"):
-        streaming.num_steps_per_epoch(5, 6)
-    assert streaming.num_steps_per_epoch(1_003, 100) == 10
 
 
 # --------------------------------------------------------------------------
