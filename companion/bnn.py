@@ -28,7 +28,6 @@ guide), chapter 6 (evaluation) and chapters 7 and 9 (mini-batches).
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 from typing import Any
@@ -42,7 +41,9 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 from numpyro.contrib.module import random_nnx_module
 
+from companion._checks import broadcasts_to as _broadcasts_to
 from companion._checks import check_count as _check_count
+from companion._checks import check_positive as _check_positive
 from companion._checks import is_int as _is_int
 
 __all__ = [
@@ -91,9 +92,8 @@ class MLP(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ) -> None:
-        for arg, value in (("din", din), ("dout", dout)):
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{arg} must be an int >= 1, got {value!r}")
+        _check_count("din", din)
+        _check_count("dout", dout)
         hidden_layers = tuple(hidden_layers)
         if not all(_is_int(h) and h >= 1 for h in hidden_layers):
             raise ValueError(
@@ -369,11 +369,7 @@ def layer_guide(
     for arg, shape in (("loc_shape", loc_shape), ("scale_shape", scale_shape)):
         if not all(_is_int(s) and s >= 1 for s in shape):
             raise ValueError(f"{arg} must be a tuple of ints >= 1, got {shape!r}")
-    try:
-        broadcast = np.broadcast_shapes(loc_shape, scale_shape)
-    except ValueError:
-        broadcast = None
-    if broadcast != loc_shape:
+    if not _broadcasts_to(scale_shape, loc_shape):
         raise ValueError(
             f"scale_shape {scale_shape} must broadcast to loc_shape {loc_shape}"
         )
@@ -492,15 +488,3 @@ def _check_inputs(x: Any, y: Any, din: int) -> None:
         if not np.isin(values, (0, 1)).all():
             bad = np.unique(values[~np.isin(values, (0, 1))])[:5]
             raise ValueError(f"y must hold labels in {{0, 1}}, got values {bad}")
-
-
-def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = (
-        isinstance(value, int | float | np.integer | np.floating)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
-    )
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")

@@ -19,11 +19,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
-from companion._checks import is_int as _is_int
+from companion._checks import check_positive as _check_positive
 
 __all__ = ["DataSplit", "Grid", "make_grid", "make_moons", "train_val_test_split"]
 
@@ -57,12 +57,12 @@ class Grid(NamedTuple):
 
 
 def make_moons(
-    rng_key: jax.Array, num_samples: int, noise: float
-) -> tuple[Float[Array, "num_samples 2"], Int[Array, " num_samples"]]:
+    rng_key: jax.Array, num_obs: int, noise: float
+) -> tuple[Float[Array, "num_obs 2"], Int[Array, " num_obs"]]:
     """Two interleaving half-moons with labels 0 and 1, as
     `sklearn.datasets.make_moons` defines them, in JAX.
 
-    ``num_samples // 2`` points lie on the outer moon (label 0, the upper unit
+    ``num_obs // 2`` points lie on the outer moon (label 0, the upper unit
     half-circle ``(cos t, sin t)``, ``t`` evenly spaced in ``[0, π]``) and the
     rest on the inner moon (label 1, ``(1 - cos t, 0.5 - sin t)``). Gaussian
     noise with standard deviation ``noise`` is added to both coordinates and
@@ -71,31 +71,24 @@ def make_moons(
     Args:
         rng_key: a JAX PRNG key (split inside: one part for the noise, one for
             the shuffle).
-        num_samples: the number of points, at least 1.
+        num_obs: the number of points, at least 1.
         noise: the standard deviation of the Gaussian noise, at least 0.
 
     Returns:
-        ``x`` with shape ``(num_samples, 2)`` (float32) and ``y`` with shape
-        ``(num_samples,)`` (int32, values in {0, 1}).
+        ``x`` with shape ``(num_obs, 2)`` (float32) and ``y`` with shape
+        ``(num_obs,)`` (int32, values in {0, 1}).
 
     Used in chapters 4, 5, 6, 7, 9 and 10.
 
     Example:
-        >>> x, y = make_moons(jax.random.key(0), num_samples=100, noise=0.1)
+        >>> x, y = make_moons(jax.random.key(0), num_obs=100, noise=0.1)
         >>> x.shape, y.shape, int(y.sum())
         ((100, 2), (100,), 50)
     """
     _check_key(rng_key)
-    if not _is_int(num_samples) or num_samples < 1:
-        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-    if (
-        not isinstance(noise, int | float | np.floating | np.integer)
-        or isinstance(noise, bool)
-        or not math.isfinite(noise)
-        or noise < 0
-    ):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    return _moons(rng_key, int(num_samples), jnp.float32(noise))
+    _check_count("num_obs", num_obs)
+    _check_positive("noise", noise, allow_zero=True)
+    return _moons(rng_key, int(num_obs), jnp.float32(noise))
 
 
 def train_val_test_split(
@@ -185,10 +178,8 @@ def make_grid(
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] < 1:
         raise ValueError(f"x must have shape (n, 2) with n >= 1, got {x.shape}")
-    if not _is_int(num_points) or num_points < 2:
-        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}")
-    if not isinstance(padding, int | float) or not padding >= 0:
-        raise ValueError(f"padding must be a number >= 0, got {padding!r}")
+    _check_count("num_points", num_points, minimum=2)
+    _check_positive("padding", padding, allow_zero=True)
     low, high = x.min(axis=0), x.max(axis=0)
     width = high - low
     low, high = low - padding * width, high + padding * width
@@ -201,10 +192,10 @@ def make_grid(
 
 @functools.partial(jax.jit, static_argnums=1)
 def _moons(
-    rng_key: jax.Array, num_samples: int, noise: Float[Array, ""]
-) -> tuple[Float[Array, "num_samples 2"], Int[Array, " num_samples"]]:
-    num_out = num_samples // 2
-    num_in = num_samples - num_out
+    rng_key: jax.Array, num_obs: int, noise: Float[Array, ""]
+) -> tuple[Float[Array, "num_obs 2"], Int[Array, " num_obs"]]:
+    num_out = num_obs // 2
+    num_in = num_obs - num_out
     t_out = jnp.linspace(0.0, jnp.pi, num_out)
     t_in = jnp.linspace(0.0, jnp.pi, num_in)
     x = jnp.concatenate(
@@ -218,7 +209,7 @@ def _moons(
     )
     key_noise, key_shuffle = jax.random.split(rng_key)
     x = x + noise * jax.random.normal(key_noise, x.shape)
-    order = jax.random.permutation(key_shuffle, num_samples)
+    order = jax.random.permutation(key_shuffle, num_obs)
     return x[order], y[order]
 
 

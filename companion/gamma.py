@@ -12,17 +12,14 @@ Used in chapter 3 (introduced) and chapter 7 (SVI vs MCMC).
 from __future__ import annotations
 
 import functools
-import numbers
 import warnings
-from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
-import pandas as pd
 from jaxtyping import Array, ArrayLike, Float
 from numpyro.infer import SVI, Trace_ELBO
 from scipy import stats
@@ -30,8 +27,9 @@ from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 
 from companion import training
+from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
-from companion._checks import is_int as _is_int
+from companion._checks import check_positive as _check_positive
 
 with warnings.catch_warnings():
     # arviz 0.23 announces its 1.0 refactor at import; the book pins arviz < 1.0.
@@ -40,10 +38,14 @@ with warnings.catch_warnings():
 
 __all__ = [
     "PRIOR_SCALE",
+    "PSIS",
+    "ImportanceDraws",
+    "Moments",
     "approximation",
     "approximation_moments",
     "best_approximation",
     "default_grid",
+    "exact_interval",
     "exact_posterior",
     "fit",
     "guide",
@@ -52,13 +54,30 @@ __all__ = [
     "model",
     "pareto_k",
     "posterior_moments",
-    "recovery_study",
+    "psis",
     "simulate",
 ]
 
 
 PRIOR_SCALE = 1.0
 """The scale of the talk's half-normal prior on the concentration."""
+
+
+class Moments(NamedTuple):
+    """Mean and standard deviation of a distribution of the concentration
+    (:func:`posterior_moments`, :func:`approximation_moments`). Used in
+    chapters 3 and 7."""
+
+    mean: float
+    sd: float
+
+
+class ImportanceDraws(NamedTuple):
+    """Draws of the concentration from the guide and their log importance
+    weights (:func:`log_importance_weights`). Used in chapter 3."""
+
+    concentrations: Float[np.ndarray, " num_draws"]
+    log_weights: Float[np.ndarray, " num_draws"]
 
 
 def model(
@@ -105,18 +124,16 @@ def guide(
 
 
 def simulate(
-    rng_key: jax.Array, concentration: float, num_samples: int
-) -> Float[Array, " num_samples"]:
-    """Draw ``num_samples`` observations from ``Gamma(concentration, rate=1)``.
+    rng_key: jax.Array, concentration: float, num_obs: int
+) -> Float[Array, " num_obs"]:
+    """Draw ``num_obs`` observations from ``Gamma(concentration, rate=1)``.
 
     Used in chapters 3 and 7.
     """
     _check_key(rng_key)
-    if not _is_positive(concentration):
-        raise ValueError(f"concentration must be a number > 0, got {concentration!r}")
-    if not _is_int(num_samples) or num_samples < 1:
-        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-    return dist.Gamma(concentration, 1.0).sample(rng_key, (num_samples,))
+    _check_positive("concentration", concentration)
+    _check_count("num_obs", num_obs)
+    return dist.Gamma(concentration, 1.0).sample(rng_key, (num_obs,))
 
 
 def make_svi(num_particles: int = 10, learning_rate: float = 0.005) -> SVI:
@@ -129,10 +146,8 @@ def make_svi(num_particles: int = 10, learning_rate: float = 0.005) -> SVI:
 
     Used in chapters 3 and 7.
     """
-    if not _is_int(num_particles) or num_particles < 1:
-        raise ValueError(f"num_particles must be an int >= 1, got {num_particles!r}")
-    if not _is_positive(learning_rate):
-        raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
+    _check_count("num_particles", num_particles)
+    _check_positive("learning_rate", learning_rate)
     return _cached_svi(int(num_particles), float(learning_rate))
 
 
@@ -171,10 +186,8 @@ def fit(
     """
     _check_key(rng_key)
     z = _check_observations(z)
-    if not _is_int(num_steps) or num_steps < 1:
-        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
-    if not _is_positive(prior_scale):
-        raise ValueError(f"prior_scale must be a number > 0, got {prior_scale!r}")
+    _check_count("num_steps", num_steps)
+    _check_positive("prior_scale", prior_scale)
     if svi is None:
         svi = make_svi(num_particles, learning_rate)
     chunk_size = _CHUNK if num_steps % _CHUNK == 0 else None
@@ -206,8 +219,7 @@ def default_grid(
     Used in chapters 3 and 7.
     """
     z = _check_observations(z)
-    if not _is_int(num_points) or num_points < 2:
-        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}")
+    _check_count("num_points", num_points, minimum=2)
     upper = 2.0 * float(np.mean(z)) + 5.0
     coarse = np.linspace(upper / 20_000, upper, 20_000)
     log_density = _log_joint(z.astype(np.float64), coarse, prior_scale)
@@ -232,8 +244,7 @@ def exact_posterior(
     """
     z = _check_observations(z).astype(np.float64)
     grid = _check_grid(grid)
-    if not _is_positive(prior_scale):
-        raise ValueError(f"prior_scale must be a number > 0, got {prior_scale!r}")
+    _check_positive("prior_scale", prior_scale)
     log_joint = _log_joint(z, grid, float(prior_scale))
     density = np.exp(log_joint - log_joint.max())
     if max(density[0], density[-1]) > 1e-8:
@@ -250,7 +261,7 @@ def posterior_moments(
     z: Float[ArrayLike, " n"],
     grid: Float[ArrayLike, " g"] | None = None,
     prior_scale: float = PRIOR_SCALE,
-) -> tuple[float, float]:
+) -> Moments:
     """Mean and standard deviation of the exact posterior, by quadrature on
     ``grid`` (default :func:`default_grid`). Used in chapters 3 and 7."""
     grid = (
@@ -259,7 +270,38 @@ def posterior_moments(
     density = exact_posterior(z, grid, prior_scale)
     mean = np.trapezoid(grid * density, grid)
     var = np.trapezoid((grid - mean) ** 2 * density, grid)
-    return float(mean), float(np.sqrt(var))
+    return Moments(float(mean), float(np.sqrt(var)))
+
+
+def exact_interval(
+    z: Float[ArrayLike, " n"],
+    interval: float = 0.94,
+    grid: Float[ArrayLike, " g"] | None = None,
+    prior_scale: float = PRIOR_SCALE,
+) -> tuple[float, float]:
+    """The central ``interval`` of the exact posterior (e.g. 0.94: from its
+    3% to its 97% quantile), from the trapezoidal CDF of
+    :func:`exact_posterior` on ``grid`` (default :func:`default_grid`).
+
+    Used in chapter 3 (through `companion.studies.recovery_study`).
+
+    Example:
+        >>> z = simulate(jax.random.key(0), 2.0, 200)
+        >>> lower, upper = exact_interval(z)
+        >>> bool(lower < posterior_moments(z).mean < upper)
+        True
+    """
+    if not isinstance(interval, int | float) or not 0.0 < interval < 1.0:
+        raise ValueError(f"interval must lie in (0, 1), got {interval!r}")
+    grid = (
+        default_grid(z, prior_scale=prior_scale) if grid is None else _check_grid(grid)
+    )
+    density = exact_posterior(z, grid, prior_scale)
+    steps = np.diff(grid) * (density[1:] + density[:-1]) / 2.0
+    cdf = np.concatenate([[0.0], np.cumsum(steps)])
+    tail = (1.0 - interval) / 2.0
+    lower, upper = np.interp([tail, 1.0 - tail], cdf / cdf[-1], grid)
+    return float(lower), float(upper)
 
 
 def _log_joint(z: np.ndarray, grid: np.ndarray, prior_scale: float) -> np.ndarray:
@@ -281,12 +323,12 @@ def approximation(params: dict[str, ArrayLike]) -> dist.Distribution:
     return dist.LogNormal(loc, scale)
 
 
-def approximation_moments(params: dict[str, ArrayLike]) -> tuple[float, float]:
+def approximation_moments(params: dict[str, ArrayLike]) -> Moments:
     """Mean and standard deviation of the log-normal approximation, in closed
     form: ``exp(μ + σ²/2)`` and ``mean · sqrt(exp(σ²) − 1)``. Used in chapters 3 and 7."""
     loc, scale = _check_params(params)
     mean = np.exp(loc + scale**2 / 2)
-    return float(mean), float(mean * np.sqrt(np.expm1(scale**2)))
+    return Moments(float(mean), float(mean * np.sqrt(np.expm1(scale**2))))
 
 
 def best_approximation(
@@ -311,10 +353,8 @@ def best_approximation(
     ``RuntimeError`` if the optimiser does not converge. Used in chapters 3 and 7.
     """
     z = _check_observations(z).astype(np.float64)
-    if not _is_positive(prior_scale):
-        raise ValueError(f"prior_scale must be a number > 0, got {prior_scale!r}")
-    if not _is_int(num_nodes) or num_nodes < 2:
-        raise ValueError(f"num_nodes must be an int >= 2, got {num_nodes!r}")
+    _check_positive("prior_scale", prior_scale)
+    _check_count("num_nodes", num_nodes, minimum=2)
     nodes, weights = np.polynomial.hermite_e.hermegauss(int(num_nodes))
     weights = weights / weights.sum()  # expectations under N(0, 1)
     scale_prior = float(prior_scale)
@@ -364,7 +404,7 @@ def log_importance_weights(
     prior_scale: float = PRIOR_SCALE,
     *,
     df: float | None = None,
-) -> tuple[Float[np.ndarray, " num_draws"], Float[np.ndarray, " num_draws"]]:
+) -> ImportanceDraws:
     """Draws of the concentration from the guide and their log importance
     weights ``log w = log p(α, z) − log q(α)``, in float64.
 
@@ -386,12 +426,10 @@ def log_importance_weights(
     _check_key(rng_key)
     loc, scale = _check_params(params)
     z = _check_observations(z).astype(np.float64)
-    if not _is_int(num_draws) or num_draws < 10:
-        raise ValueError(f"num_draws must be an int >= 10, got {num_draws!r}")
-    if not _is_positive(prior_scale):
-        raise ValueError(f"prior_scale must be a number > 0, got {prior_scale!r}")
-    if df is not None and not _is_positive(df):
-        raise ValueError(f"df must be None or a number > 0, got {df!r}")
+    _check_count("num_draws", num_draws, minimum=10)
+    _check_positive("prior_scale", prior_scale)
+    if df is not None:
+        _check_positive("df", df)
     shape = (int(num_draws),)
     if df is None:
         eps = np.asarray(jax.random.normal(rng_key, shape), dtype=np.float64)
@@ -408,7 +446,50 @@ def log_importance_weights(
         )
     log_q = log_base - np.log(scale) - log_alpha
     log_weights = _log_joint(z, alpha, float(prior_scale)) - log_q
-    return alpha, log_weights
+    return ImportanceDraws(alpha, log_weights)
+
+
+class PSIS(NamedTuple):
+    """Pareto-smoothed importance sampling of the guide against the exact
+    posterior (:func:`psis`): the Pareto shape k̂ and the relative effective
+    sample size of the smoothed weights. Used in chapter 3."""
+
+    pareto_k: float
+    relative_ess: float
+
+
+def psis(
+    rng_key: jax.Array,
+    params: dict[str, ArrayLike],
+    z: Float[ArrayLike, " n"],
+    num_draws: int = 100_000,
+    prior_scale: float = PRIOR_SCALE,
+    *,
+    df: float | None = None,
+) -> PSIS:
+    """Pareto-smoothed importance sampling of the guide at ``params``.
+
+    The log weights of :func:`log_importance_weights` (float64, ``num_draws``
+    draws), smoothed by ArviZ's ``psislw``, which fits a generalised Pareto
+    distribution to the largest ``3 √num_draws`` weights and returns its
+    shape k̂ (the same estimator as NumPyro's ``psis_diagnostic``), and the
+    relative effective sample size of the smoothed, normalised weights,
+    ``1 / (S Σ w̃²)`` (1 when all weights are equal). With a few thousand
+    draws k̂ can depend on which draws reach the tail: chapter 3 shows k̂
+    against the number of draws and the default of 100,000 where it has
+    settled for the Gamma model.
+
+    Used in chapter 3.
+    """
+    _, log_weights = log_importance_weights(
+        rng_key, params, z, num_draws, prior_scale, df=df
+    )
+    # ArviZ's GPD fit lets exp overflow for candidate fits of negligible
+    # weight (they get weight 0), as NumPyro's does under np.errstate.
+    with np.errstate(over="ignore"):
+        smoothed, k_hat = az.psislw(log_weights.copy())
+    ess = 1.0 / np.sum(np.exp(2.0 * smoothed)) / log_weights.shape[0]
+    return PSIS(float(k_hat), float(ess))
 
 
 def pareto_k(
@@ -420,152 +501,13 @@ def pareto_k(
     *,
     df: float | None = None,
 ) -> float:
-    """Pareto k̂ of the importance weights of the guide at ``params``.
-
-    The log weights of :func:`log_importance_weights` (float64, ``num_draws``
-    draws), smoothed by ArviZ's ``psislw``, which fits a generalised Pareto
-    distribution to the largest ``3 √num_draws`` weights and returns its
-    shape k̂ (the same estimator as NumPyro's ``psis_diagnostic``). With a
-    few thousand draws the estimate can depend on which draws reach the
-    tail: chapter 3 shows k̂ against the number of draws and the default of
-    100,000 where it has settled for the Gamma model. Used in chapter 3.
-    """
-    _, log_weights = log_importance_weights(
-        rng_key, params, z, num_draws, prior_scale, df=df
-    )
-    return _psis(log_weights)[0]
-
-
-def _psis(log_weights: np.ndarray) -> tuple[float, float]:
-    """ArviZ's PSIS: k̂ and the relative effective sample size of the
-    smoothed, normalised weights, ``1 / (S Σ w̃²)``."""
-    # ArviZ's GPD fit lets exp overflow for candidate fits of negligible
-    # weight (they get weight 0), as NumPyro's does under np.errstate.
-    with np.errstate(over="ignore"):
-        smoothed, k_hat = az.psislw(log_weights.copy())
-    ess = 1.0 / np.sum(np.exp(2.0 * smoothed)) / log_weights.shape[0]
-    return float(k_hat), float(ess)
-
-
-def recovery_study(
-    rng_key: jax.Array,
-    concentrations: Sequence[float],
-    sizes: Sequence[int],
-    num_steps: int = 1_000,
-    *,
-    num_particles: int = 10,
-    learning_rate: float = 0.005,
-    interval: float = 0.94,
-    num_psis_particles: int | None = 100_000,
-    prior_scale: float = PRIOR_SCALE,
-) -> pd.DataFrame:
-    """Simulate data for every true concentration and data size, fit the
-    guide, and compare it with the exact posterior.
-
-    One row per (concentration, size): the exact and approximate posterior
-    mean and standard deviation, the central ``interval`` of each and whether
-    it covers the truth, the error of the mean in exact posterior
-    standard deviations, the ratio of standard deviations, and the Pareto k̂
-    of the importance weights with the relative effective sample size of the
-    smoothed weights (``psis_ess``, 1 when all weights are equal), from
-    :func:`log_importance_weights` with ``num_psis_particles`` draws in
-    float64 (``None`` skips both, leaving NaN).
-
-    Used in chapter 3.
-    """
-    _check_key(rng_key)
-    if len(concentrations) == 0 or len(sizes) == 0:
-        raise ValueError("concentrations and sizes must be non-empty sequences")
-    if not 0.0 < interval < 1.0:
-        raise ValueError(f"interval must lie in (0, 1), got {interval!r}")
-    for concentration in concentrations:
-        if not _is_positive(concentration):
-            raise ValueError(
-                f"concentrations must be numbers > 0, got {concentration!r}"
-            )
-    for size in sizes:
-        if not _is_int(size) or size < 1:
-            raise ValueError(f"sizes must be ints >= 1, got {size!r}")
-    if num_psis_particles is not None and (
-        not _is_int(num_psis_particles) or num_psis_particles < 10
-    ):
-        raise ValueError(
-            "num_psis_particles must be None or an int >= 10, "
-            f"got {num_psis_particles!r}"
-        )
-    svi = make_svi(num_particles, learning_rate)
-    rows = []
-    keys = jax.random.split(rng_key, len(concentrations) * len(sizes))
-    cells = [(c, n) for c in concentrations for n in sizes]
-    for key, (concentration, size) in zip(keys, cells, strict=True):
-        key_data, key_fit, key_psis = jax.random.split(key, 3)
-        z = simulate(key_data, float(concentration), int(size))
-        result = fit(key_fit, z, num_steps, svi=svi, prior_scale=prior_scale)
-        grid = default_grid(z, prior_scale=prior_scale)
-        exact_mean, exact_sd = posterior_moments(z, grid, prior_scale)
-        density = exact_posterior(z, grid, prior_scale)
-        exact_lower, exact_upper = _quantiles(grid, density, interval)
-        q_mean, q_sd = approximation_moments(result.params)
-        q = approximation(result.params)
-        tail = (1.0 - interval) / 2.0
-        lower, upper = (float(q.icdf(jnp.asarray(p))) for p in (tail, 1.0 - tail))
-        k_hat, ess = (
-            (np.nan, np.nan)
-            if num_psis_particles is None
-            else _psis(
-                log_importance_weights(
-                    key_psis, result.params, z, num_psis_particles, prior_scale
-                )[1]
-            )
-        )
-        rows.append(
-            {
-                "true_concentration": float(concentration),
-                "num_obs": int(size),
-                "exact_mean": exact_mean,
-                "exact_sd": exact_sd,
-                "exact_lower": exact_lower,
-                "exact_upper": exact_upper,
-                "exact_covers_truth": exact_lower <= concentration <= exact_upper,
-                "q_mean": q_mean,
-                "q_sd": q_sd,
-                "q_lower": lower,
-                "q_upper": upper,
-                "q_covers_truth": lower <= concentration <= upper,
-                "mean_error_in_sd": (q_mean - exact_mean) / exact_sd,
-                "sd_ratio": q_sd / exact_sd,
-                "pareto_k": k_hat,
-                "psis_ess": ess,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _quantiles(
-    grid: np.ndarray, density: np.ndarray, interval: float
-) -> tuple[float, float]:
-    """Central interval of a density on a grid, from its trapezoidal CDF."""
-    steps = np.diff(grid) * (density[1:] + density[:-1]) / 2.0
-    cdf = np.concatenate([[0.0], np.cumsum(steps)])
-    tail = (1.0 - interval) / 2.0
-    lower, upper = np.interp([tail, 1.0 - tail], cdf / cdf[-1], grid)
-    return float(lower), float(upper)
+    """Pareto k̂ of the importance weights of the guide at ``params``: the
+    ``pareto_k`` of :func:`psis`. Used in chapter 3."""
+    return psis(rng_key, params, z, num_draws, prior_scale, df=df).pareto_k
 
 
 # --------------------------------------------------------------------------
 # Input checks, before any tracing.
-
-
-def _is_positive(value: object) -> bool:
-    """A real number (NumPy and JAX scalars included, bools excluded) > 0."""
-    if isinstance(value, bool) or not isinstance(
-        value, numbers.Real | np.generic | jax.Array
-    ):
-        return False
-    try:
-        return float(value) > 0 and np.isfinite(float(value))
-    except TypeError:
-        return False
 
 
 def _check_observations(z: object) -> np.ndarray:

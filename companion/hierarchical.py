@@ -38,6 +38,7 @@ from jaxtyping import Array, Float, Int
 
 from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
+from companion._checks import check_positive as _check_positive
 from companion.streaming import batch_plate
 
 __all__ = [
@@ -389,13 +390,6 @@ def grade(
         group_ratio=group_ratio,
         excess_kl=float(0.5 * (np.sum(t - 1 - np.log(t)) + quadratic)),
     )
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if not value > 0 or not np.isfinite(value):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 def _check_rows(x: Any, group: Any, y: Any, num_groups: int) -> tuple:

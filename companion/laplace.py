@@ -44,6 +44,7 @@ from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
 
 __all__ = [
+    "LatentGaussian",
     "LinearisedLogits",
     "glm_predictive",
     "laplace_gaussian",
@@ -51,6 +52,15 @@ __all__ = [
     "logit_function",
     "probit_predictive",
 ]
+
+
+class LatentGaussian(NamedTuple):
+    """A Gaussian ``N(loc, scale_tril @ scale_tril.T)`` over the flat vector of
+    a model's unconstrained latent variables (:func:`laplace_gaussian`).
+    Used in chapter 10."""
+
+    loc: Float[Array, " d"]
+    scale_tril: Float[Array, "d d"]
 
 
 class LinearisedLogits(NamedTuple):
@@ -75,9 +85,7 @@ class LinearisedLogits(NamedTuple):
         return jnp.sum(self.factor**2, axis=-1)
 
 
-def laplace_gaussian(
-    guide: AutoContinuous, params: dict[str, Any]
-) -> tuple[Float[Array, " d"], Float[Array, "d d"]]:
+def laplace_gaussian(guide: AutoContinuous, params: dict[str, Any]) -> LatentGaussian:
     """The Gaussian ``N(loc, scale_tril @ scale_tril.T)`` of a fitted guide in
     the unconstrained latent space: for `AutoLaplaceApproximation`, the MAP
     point and the Cholesky factor of the inverse Hessian there (what its
@@ -107,7 +115,7 @@ def laplace_gaussian(
             "the guide's covariance is degenerate: the Hessian at its point is "
             "not positive definite (train longer, or use another guide)"
         )
-    return loc, scale_tril
+    return LatentGaussian(loc, scale_tril)
 
 
 def logit_function(

@@ -1,10 +1,8 @@
-"""MCMC and SVI side by side: NUTS runs and SVI draws as ArviZ
-``InferenceData``, so that both go through the same summaries and plots, and
-timed runs that keep compilation apart from computation.
+"""MCMC and SVI side by side: NUTS runs as ArviZ ``InferenceData`` (SVI draws
+join them there through `companion.convert`), and timed runs that keep
+compilation apart from computation.
 
 - :func:`run_nuts` runs NumPyro's `MCMC` with a NUTS kernel.
-- :func:`svi_to_inference_data` turns draws from a fitted guide into the same
-  ``chain`` × ``draw`` layout.
 - :func:`timed_nuts` and :func:`timed_svi` compile each run into one XLA
   program and time the set-up (tracing, compiling, initialising: paid once per
   model and data shape) apart from the run itself. `MCMC.run` compiles its
@@ -14,9 +12,6 @@ timed runs that keep compilation apart from computation.
   vectorised program, to measure what varies with the seed.
 - :func:`timed_mcmc` does the same for any HMC-family kernel, HMCECS
   (energy-conserving subsampling, mini-batch MCMC) included.
-- :func:`flatten_draws` merges the ``chain`` and ``draw`` axes again, to feed
-  posterior draws to `numpyro.infer.Predictive` or
-  :func:`companion.predictive.predict`.
 
 Introduced in chapter 3 (Gamma recovery, NUTS as the reference); used in
 chapter 7 (SVI vs MCMC), chapter 8 (a hierarchical model at scale),
@@ -27,19 +22,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Callable
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array
 from numpyro.handlers import seed, trace
 from numpyro.infer import HMC, HMCECS, MCMC, NUTS, SVI
 from numpyro.infer.svi import SVIRunResult
 
-from companion import predictive
 from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
 from companion._compile import split_static as _split_static
@@ -50,10 +43,9 @@ with warnings.catch_warnings():
     import arviz as az
 
 __all__ = [
+    "Timed",
     "Timing",
-    "flatten_draws",
     "run_nuts",
-    "svi_to_inference_data",
     "timed_mcmc",
     "timed_nuts",
     "timed_svi",
@@ -61,6 +53,7 @@ __all__ = [
 ]
 
 ChainMethod = Literal["sequential", "parallel", "vectorized"]
+ResultT = TypeVar("ResultT")
 
 
 class Timing(NamedTuple):
@@ -80,6 +73,16 @@ class Timing(NamedTuple):
     def total_s(self) -> float:
         """Set-up and run together: what a first, cold call costs."""
         return self.setup_s + self.run_s
+
+
+class Timed(NamedTuple, Generic[ResultT]):
+    """A result and the :class:`Timing` of the run that made it, as the
+    ``timed_*`` functions return them (``idata, timing = timed_nuts(...)``).
+    Used in chapters 7, 8, 9 and 10.
+    """
+
+    result: ResultT
+    timing: Timing
 
 
 def run_nuts(
@@ -156,7 +159,7 @@ def timed_nuts(
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     **kwargs: Any,
-) -> tuple[az.InferenceData, Timing]:
+) -> Timed[az.InferenceData]:
     """NUTS as one compiled program, timed: set-up apart from sampling.
 
     The same sampler as :func:`run_nuts` (NumPyro's NUTS kernel with step-size
@@ -167,7 +170,7 @@ def timed_nuts(
     the chains and compiling; ``run_s`` covers warm-up and sampling.
 
     Returns:
-        ``(idata, timing)``: ``idata`` has a ``posterior`` group (latent and
+        A :class:`Timed` ``(idata, timing)``: ``idata`` has a ``posterior`` group (latent and
         deterministic sites, constrained, dims ``chain`` × ``draw`` × site
         shape), a ``sample_stats`` group (``diverging``, ``n_steps``: leapfrog
         steps per draw, ``acceptance_rate``, ``lp``: the log joint density in
@@ -213,7 +216,7 @@ def timed_mcmc(
     num_samples: int = 1_000,
     num_chains: int = 1,
     **kwargs: Any,
-) -> tuple[az.InferenceData, Timing]:
+) -> Timed[az.InferenceData]:
     """A NumPyro HMC-family kernel as one compiled program, timed: set-up
     apart from warm-up and sampling.
 
@@ -229,7 +232,7 @@ def timed_mcmc(
     covers warm-up and sampling.
 
     Returns:
-        ``(idata, timing)`` as :func:`timed_nuts`: the ``sample_stats`` come
+        A :class:`Timed` ``(idata, timing)`` as :func:`timed_nuts`: the ``sample_stats`` come
         from the (inner) HMC state, and an HMCECS run adds
         ``subsample_acceptance``, the acceptance probability of the proposed
         mini-batch at each draw. ``lp`` is minus the potential energy the
@@ -324,17 +327,17 @@ def timed_mcmc(
         sample_stats={name: chain_first(value) for name, value in stats.items()},
         observed_data=_observed(kernel.model, args, kwargs),
     )
-    return idata, Timing(setup_s, run_s)
+    return Timed(idata, Timing(setup_s, run_s))
 
 
 def timed_svi(
     rng_key: jax.Array, svi: SVI, num_steps: int, *args: Any, **kwargs: Any
-) -> tuple[SVIRunResult, Timing]:
+) -> Timed[SVIRunResult]:
     """``num_steps`` of SVI as one compiled `lax.scan`, timed: set-up (``svi.init``
     and compiling) apart from the steps.
 
     Returns:
-        ``(result, timing)``; ``result`` is an `SVIRunResult` as `svi.run`
+        A :class:`Timed` ``(result, timing)``; ``result`` is an `SVIRunResult` as `svi.run`
         returns (``params``, ``state``, ``losses``: the loss, negative ELBO, of
         every step).
 
@@ -369,7 +372,7 @@ def timed_svi(
     state, losses = jax.block_until_ready(compiled(state, dynamic))
     run_s = time.perf_counter() - start
     result = SVIRunResult(svi.get_params(state), state, losses)
-    return result, Timing(setup_s, run_s)
+    return Timed(result, Timing(setup_s, run_s))
 
 
 def timed_svi_fits(
@@ -379,7 +382,7 @@ def timed_svi_fits(
     num_fits: int,
     *args: Any,
     **kwargs: Any,
-) -> tuple[SVIRunResult, Timing]:
+) -> Timed[SVIRunResult]:
     """``num_fits`` independent SVI fits from different seeds, vectorised into
     one compiled program (``vmap`` over the SVI state), timed as
     :func:`timed_svi`: set-up (``num_fits`` calls of ``svi.init`` and one
@@ -392,7 +395,7 @@ def timed_svi_fits(
     for about the price of one compilation.
 
     Returns:
-        ``(result, timing)``; ``result`` is an `SVIRunResult` whose
+        A :class:`Timed` ``(result, timing)``; ``result`` is an `SVIRunResult` whose
         ``params`` and ``state`` leaves have a leading axis of length
         ``num_fits`` and whose ``losses`` have shape ``(num_fits, num_steps)``.
 
@@ -434,101 +437,7 @@ def timed_svi_fits(
     state, losses = jax.block_until_ready(compiled(state, dynamic))
     run_s = time.perf_counter() - start
     result = SVIRunResult(jax.vmap(svi.get_params)(state), state, losses)
-    return result, Timing(setup_s, run_s)
-
-
-def svi_to_inference_data(
-    rng_key: jax.Array,
-    guide: Callable[..., Any],
-    params: dict[str, Any],
-    *args: Any,
-    num_samples: int,
-    num_chains: int = 1,
-    **kwargs: Any,
-) -> az.InferenceData:
-    """Draws from a fitted guide ``q_φ`` as ArviZ ``InferenceData``, in the
-    layout of an MCMC run: a ``posterior`` group with dims ``chain`` ×
-    ``draw`` × site shape, ``num_chains`` × ``num_samples`` independent draws.
-
-    The draws come from :func:`companion.predictive.sample_posterior` (with
-    the same key, the same draws): NumPyro autoguides draw through their
-    ``sample_posterior`` (the only way that gives `AutoLaplaceApproximation`
-    its Gaussian rather than the MAP point), any other guide goes through
-    `numpyro.infer.Predictive`.
-    ``args``/``kwargs`` are what the guide is called with (the model's
-    arguments); ``params`` are the variational parameters (``result.params``).
-    Internal sites (names starting with ``_``) are dropped.
-
-    The draws are independent, so R-hat is 1 and the ESS the number of draws
-    up to Monte Carlo noise: the ArviZ diagnostics say nothing about how good
-    the approximation is, only the comparison with a reference does.
-
-    Used in chapter 7.
-
-    Example:
-        >>> import numpyro, numpyro.distributions as dist
-        >>> def guide():
-        ...     loc = numpyro.param("loc", 0.0)
-        ...     numpyro.sample("theta", dist.Normal(loc, 1.0))
-        >>> idata = svi_to_inference_data(
-        ...     jax.random.key(0), guide, {"loc": 1.0}, num_samples=50, num_chains=2
-        ... )
-        >>> idata.posterior["theta"].dims, idata.posterior["theta"].shape
-        (('chain', 'draw'), (2, 50))
-    """
-    _check_key(rng_key)
-    if not callable(guide):
-        raise TypeError(f"guide must be callable, got {type(guide).__name__}")
-    if not isinstance(params, dict):
-        raise TypeError(f"params must be a dict (result.params), got {params!r}")
-    _check_count("num_samples", num_samples)
-    _check_count("num_chains", num_chains)
-    total = num_samples * num_chains
-    draws = predictive.sample_posterior(
-        rng_key, guide, params, *args, num_samples=total, **kwargs
-    )
-    posterior = {
-        name: np.asarray(value).reshape(num_chains, num_samples, *value.shape[1:])
-        for name, value in draws.items()
-        if not name.startswith("_")
-    }
-    return az.from_dict(posterior=posterior)
-
-
-def flatten_draws(
-    idata: az.InferenceData, var_names: Sequence[str] | None = None
-) -> dict[str, Array]:
-    """The posterior draws of ``idata`` as a dict of arrays with one leading
-    axis of ``chain * draw`` draws (chain by chain), the layout that
-    `numpyro.infer.Predictive` and :func:`companion.predictive.predict` take.
-    ``var_names=None`` takes every posterior variable.
-
-    Used in chapter 7.
-
-    Example:
-        >>> import xarray as xr
-        >>> idata = az.from_dict(posterior={"w": np.zeros((2, 5, 3))})
-        >>> flatten_draws(idata)["w"].shape
-        (10, 3)
-    """
-    if not isinstance(idata, az.InferenceData) or "posterior" not in idata.groups():
-        raise TypeError("idata must be an arviz.InferenceData with a posterior group")
-    posterior = idata.posterior
-    if var_names is None:
-        var_names = list(posterior.data_vars)
-    elif isinstance(var_names, str):
-        raise ValueError(f"var_names must be a sequence of names, got {var_names!r}")
-    missing = [name for name in var_names if name not in posterior]
-    if missing:
-        raise ValueError(
-            f"var_names holds names not in the posterior: {missing}; "
-            f"it has {list(posterior.data_vars)}"
-        )
-    out = {}
-    for name in var_names:
-        values = posterior[name].transpose("chain", "draw", ...).values
-        out[name] = jnp.asarray(values.reshape(-1, *values.shape[2:]))
-    return out
+    return Timed(result, Timing(setup_s, run_s))
 
 
 # --------------------------------------------------------------------------

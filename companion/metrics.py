@@ -447,10 +447,7 @@ def _binned(
 ]:
     """Check the inputs and assign each prediction to its bin, on the host in
     float64, exactly as `sklearn.calibration.calibration_curve` bins."""
-    if not isinstance(num_bins, int | np.integer) or isinstance(num_bins, bool):
-        raise ValueError(f"num_bins must be an int >= 1, got {num_bins!r}")
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be an int >= 1, got {num_bins!r}")
+    _check_count("num_bins", num_bins)
     y, p = _check(y_true, probs, probabilities=True)
     if p.ndim != 1:
         raise ValueError(f"probs must be 1-D (n,), got shape {p.shape}")

@@ -55,8 +55,8 @@ def sample_posterior(
     is called with (the model's arguments).
 
     The one way the package draws from a guide (:func:`posterior_predictive`,
-    `companion.mcmc.svi_to_inference_data` and
-    `companion.scaling.compare_guides` all come here). A NumPyro autoguide
+    `companion.convert.svi_to_inference_data` and
+    `companion.studies.compare_guides` all come here). A NumPyro autoguide
     draws through its own ``sample_posterior``: for most autoguides the same
     distribution as running the guide, but `AutoLaplaceApproximation` runs as
     a point mass at the MAP (what it trains) and samples its Gaussian only

@@ -1,4 +1,4 @@
-"""SVI at scale: mini-batches, several devices, and other guides on one model.
+"""SVI at scale: mini-batches, several devices and several processes.
 
 - :func:`subsample_plate` (defined in `companion.bnn`, whose model uses it)
   is ``numpyro.plate(name, size, subsample_size)`` whose mini-batch indices
@@ -19,11 +19,8 @@
 - :func:`run_processes` starts several Python processes of one script, joined
   by `jax.distributed.initialize` through a coordinator on a free local port
   (:func:`free_port`): several hosts, simulated on one machine.
-- :func:`compare_guides` fits several guides to one model and tabulates cost
-  and predictive quality.
 
-Used in chapter 7 (mini-batch SVI), chapter 9 (scaling in production) and
-chapter 10 (other guides).
+Used in chapter 7 (mini-batch SVI) and chapter 9 (scaling in production).
 """
 
 from __future__ import annotations
@@ -32,29 +29,25 @@ import os
 import socket
 import subprocess
 import sys
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import pandas as pd
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int
 from numpyro.infer import SVI, Trace_ELBO
-from numpyro.infer.autoguide import AutoGuide
 
-from companion import bnn, mcmc, metrics, predictive, training
+from companion import bnn, training
 from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
+from companion._checks import check_positive as _check_positive
 from companion._compile import cached_jit as _cached_jit
 from companion.bnn import subsample_plate
 
 __all__ = [
     "build_minibatch_model",
-    "compare_guides",
     "data_parallel_fit",
     "free_port",
     "loss_estimates",
@@ -308,10 +301,7 @@ def run_processes(
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
     ):
         raise TypeError(f"env must be a mapping of str to str, got {env!r}")
-    if not isinstance(timeout, int | float) or not timeout > 0:
-        raise ValueError(
-            f"timeout must be a positive number of seconds, got {timeout!r}"
-        )
+    _check_positive("timeout", timeout)
     shared = {
         **os.environ,
         **(env or {}),
@@ -352,117 +342,7 @@ def run_processes(
 
 
 # --------------------------------------------------------------------------
-# Other guides.
-
-
-def compare_guides(
-    rng_key: jax.Array,
-    model: Callable[..., Any],
-    guides: Mapping[str, AutoGuide],
-    x_train: Float[Array, "n_train d"],
-    y_train: Int[Array, " n_train"],
-    x_test: Float[Array, "n_test d"],
-    y_test: Int[Array, " n_test"],
-    *,
-    num_steps: int | Mapping[str, int],
-    optimizer: Any = None,
-    num_samples: int = 500,
-) -> pd.DataFrame:
-    """Fit every guide to ``model(x_train, y_train)`` and score it.
-
-    ``num_steps`` and ``optimizer`` (default ``optax.adam(0.01)``) are either
-    one value for every guide or a mapping from guide name to value, for
-    guides that need their own (a Laplace approximation needs its optimum
-    reached, hence often more steps, before its Hessian is positive definite).
-
-    One row per guide: ``num_steps``, ``num_params`` (variational parameters, counted
-    scalar by scalar), ``setup_s`` and ``run_s`` (see
-    :func:`companion.mcmc.timed_svi`), ``final_loss`` (the mean loss per
-    training observation over the last tenth of the steps; for
-    `AutoLaplaceApproximation` this is the MAP objective, not an ELBO),
-    ``test_log_loss`` (held-out negative log predictive density per
-    observation, of the posterior predictive mean probability), ``test_auc``
-    (of that probability) and ``mean_pred_sd`` (mean over test points of the
-    posterior standard deviation of ``p``). Predictions use
-    ``num_samples`` draws from :func:`companion.predictive.sample_posterior`
-    (the guide's own ``sample_posterior``, which gives the Laplace guide its
-    Gaussian) pushed through ``model``'s site ``p``. A
-    guide whose draws are all identical (a Laplace approximation at a point
-    whose Hessian is not positive definite, where NumPyro falls back to the
-    point itself) gets a ``RuntimeWarning``.
-
-    Used in chapter 10.
-    """
-    _check_key(rng_key)
-    if not isinstance(guides, Mapping) or not guides:
-        raise ValueError("guides must be a non-empty mapping of name -> AutoGuide")
-    for guide_name, guide in guides.items():
-        if not isinstance(guide, AutoGuide):
-            raise TypeError(
-                f"guides[{guide_name!r}] must be a NumPyro AutoGuide, got "
-                f"{type(guide).__name__}"
-            )
-    steps = _per_guide("num_steps", num_steps, guides)
-    for guide_name, value in steps.items():
-        _check_count(f"num_steps[{guide_name!r}]", value)
-    _check_count("num_samples", num_samples)
-    optimizers = _per_guide(
-        "optimizer", optax.adam(0.01) if optimizer is None else optimizer, guides
-    )
-    rows = []
-    keys = jax.random.split(rng_key, len(guides))
-    for key, (guide_name, guide) in zip(keys, guides.items(), strict=True):
-        key_fit, key_draw, key_pred = jax.random.split(key, 3)
-        svi = SVI(model, guide, optimizers[guide_name], Trace_ELBO())
-        result, timing = mcmc.timed_svi(
-            key_fit, svi, steps[guide_name], x_train, y_train
-        )
-        tail = max(1, steps[guide_name] // 10)
-        draws = predictive.sample_posterior(
-            key_draw, guide, result.params, x_train, y_train, num_samples=num_samples
-        )
-        p = predictive.predict(key_pred, model, draws, x_test, return_sites=["p"])["p"]
-        p_mean = p.mean(axis=0)
-        if all(bool(jnp.all(v == v[0])) for v in draws.values()):
-            warnings.warn(
-                f"guides[{guide_name!r}] gives identical draws: for a Laplace "
-                "approximation the Hessian at the optimum was not positive "
-                "definite (train longer, or use another guide)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        rows.append(
-            {
-                "guide": guide_name,
-                "num_steps": steps[guide_name],
-                "num_params": int(
-                    sum(np.size(v) for v in jax.tree.leaves(result.params))
-                ),
-                "setup_s": timing.setup_s,
-                "run_s": timing.run_s,
-                "final_loss": float(np.mean(result.losses[-tail:])) / x_train.shape[0],
-                "test_log_loss": float(metrics.log_loss(y_test, p_mean)),
-                "test_auc": float(metrics.auc(y_test, p_mean)),
-                "mean_pred_sd": float(p.std(axis=0).mean()),
-            }
-        )
-    return pd.DataFrame(rows).set_index("guide")
-
-
-# --------------------------------------------------------------------------
 # Input checks, before any tracing.
-
-
-def _per_guide(name: str, value: Any, guides: Mapping[str, Any]) -> dict[str, Any]:
-    """``value`` for every guide, or the guide's entry when ``value`` is a mapping."""
-    if not isinstance(value, Mapping):
-        return dict.fromkeys(guides, value)
-    missing = [g for g in guides if g not in value]
-    if missing:
-        raise ValueError(
-            f"{name} must have an entry for every guide; missing {missing}"
-        )
-    return {g: value[g] for g in guides}
 
 
 def _check_mesh(mesh: Any) -> None:

@@ -281,8 +281,7 @@ def fit(
         )
     _check_count("num_epochs", num_epochs)
     _check_count("prefetch", prefetch)
-    if not _is_int(start_epoch) or start_epoch < 0:
-        raise ValueError(f"start_epoch must be an int >= 0, got {start_epoch!r}")
+    _check_count("start_epoch", start_epoch, minimum=0)
     if init_state is not None and not isinstance(init_state, SVIState):
         raise TypeError(
             f"init_state must be an SVIState (result.state), got {init_state!r}"

@@ -21,6 +21,7 @@ Introduced in chapter 5 (BNN inference); used in the primer and chapters 3, 6, 7
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -37,7 +38,10 @@ from numpyro.infer.svi import SVIState
 from numpyro.infer.util import log_likelihood
 from tqdm import tqdm
 
+from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
+from companion._checks import check_optional_count as _check_optional_count
+from companion._checks import check_positive as _check_positive
 from companion._checks import is_int as _is_int
 from companion._compile import cached_jit as _cached_jit
 from companion._progress import bar_disabled
@@ -75,8 +79,8 @@ class FitResult(NamedTuple):
     Attributes:
         params: the constrained parameters: the best by validation loss when
             validation data were given, else those after the last finite step.
-        state: the `SVIState` after the last step run (pass it back as
-            ``init_state`` to resume).
+        state: the `SVIState` after the last step run (pass it, or the whole
+            result, back as ``init_state`` to resume).
         losses: the training loss (negative ELBO) of every step run.
         val_losses: the validation loss after each chunk (``None`` without
             validation data), summed over the validation data (not
@@ -90,11 +94,15 @@ class FitResult(NamedTuple):
             ``"non_finite_loss"``.
         val_steps: the step (1-based, counted in this call) after which each
             validation loss was taken.
-        best_step: the step whose parameters ``params`` holds.
+        best_step: the step whose parameters ``params`` holds, counted in
+            this call (0 or less: the best of the run resumed, carried over).
         train_size: the number of training observations used to normalise.
         val_size: the number of validation observations used to normalise.
         val_loss_kind: ``"neg_elbo"`` or ``"neg_lpd"``, what ``val_losses``
             holds (``None`` without validation data).
+        early_stopping: the :class:`EarlyStopping` rule after the last
+            evaluation, its best loss and count included (``None`` without
+            validation data); resuming from this result goes on from it.
     """
 
     params: dict[str, Any]
@@ -109,10 +117,13 @@ class FitResult(NamedTuple):
     train_size: int
     val_size: int | None
     val_loss_kind: str | None = None
+    early_stopping: EarlyStopping | None = None
 
 
+@dataclasses.dataclass(frozen=True)
 class EarlyStopping:
-    """Host-side early-stopping rule, fed one evaluation at a time.
+    """Host-side early-stopping rule and its record, a value: :meth:`update`
+    takes one evaluation and returns the updated rule, the old one unchanged.
 
     Two rules, both counting *evaluations* (one per chunk in :func:`fit`):
 
@@ -125,45 +136,59 @@ class EarlyStopping:
 
     Whatever the rule, :attr:`is_best` says whether the last evaluation set a
     new best validation loss, so the caller can keep the best parameters.
+    :func:`fit` keeps the rule's last value in ``FitResult.early_stopping``,
+    so a run resumed from that result keeps its best loss and its count.
+
+    Attributes:
+        patience: evaluations that fail the rule before stopping (``None``:
+            never stop).
+        rule: ``"no_improvement"`` or ``"val_above_train"``.
+        min_delta: the least decrease that counts as an improvement.
+        best: the best validation loss so far (per observation).
+        counter: evaluations in a row that failed the rule.
+        is_best: whether the last evaluation set a new best.
 
     Used in chapter 5.
 
     Example:
         >>> rule = EarlyStopping(patience=2)
-        >>> [rule.update(train=1.0, val=v) for v in (3.0, 2.0, 2.5, 2.4, 1.0)]
-        [False, False, False, True, False]
+        >>> stops = []
+        >>> for val in (3.0, 2.0, 2.5, 2.4, 1.0):
+        ...     rule = rule.update(train=1.0, val=val)
+        ...     stops.append(rule.should_stop)
+        >>> stops, rule.best
+        ([False, False, False, True, False], 1.0)
     """
 
-    def __init__(
-        self,
-        patience: int | None,
-        rule: StopRule = "no_improvement",
-        min_delta: float = 0.0,
-    ) -> None:
-        if patience is not None and (not _is_int(patience) or patience < 1):
-            raise ValueError(f"patience must be None or an int >= 1, got {patience!r}")
-        if rule not in _STOP_RULES:
-            raise ValueError(f"stop_rule must be one of {_STOP_RULES}, got {rule!r}")
-        if not isinstance(min_delta, int | float) or not min_delta >= 0:
-            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
-        self.patience = patience
-        self.rule = rule
-        self.min_delta = float(min_delta)
-        self.best = math.inf
-        self.is_best = False
-        self.counter = 0
+    patience: int | None
+    rule: StopRule = "no_improvement"
+    min_delta: float = 0.0
+    best: float = math.inf
+    counter: int = 0
+    is_best: bool = False
 
-    def update(self, train: float, val: float) -> bool:
-        """Record one evaluation (both losses per observation); return whether
-        to stop."""
-        self.is_best = bool(val < self.best - self.min_delta)
-        if self.is_best:
-            self.best = val
-        if self.rule == "no_improvement":
-            self.counter = 0 if self.is_best else self.counter + 1
-        else:
-            self.counter = self.counter + 1 if val > train else 0
+    def __post_init__(self) -> None:
+        _check_optional_count("patience", self.patience)
+        if self.rule not in _STOP_RULES:
+            raise ValueError(
+                f"stop_rule must be one of {_STOP_RULES}, got {self.rule!r}"
+            )
+        _check_positive("min_delta", self.min_delta, allow_zero=True)
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether the evaluations so far say stop."""
         return self.patience is not None and self.counter >= self.patience
+
+    def update(self, train: float, val: float) -> EarlyStopping:
+        """The rule after one more evaluation (both losses per observation)."""
+        is_best = bool(val < self.best - self.min_delta)
+        if self.rule == "no_improvement":
+            counter = 0 if is_best else self.counter + 1
+        else:
+            counter = self.counter + 1 if val > train else 0
+        best = float(val) if is_best else self.best
+        return dataclasses.replace(self, best=best, counter=counter, is_best=is_best)
 
 
 def default_chunk_size(num_steps: int, num_chunks: int = 20) -> int:
@@ -181,8 +206,7 @@ def default_chunk_size(num_steps: int, num_chunks: int = 20) -> int:
         ... )
         (500, 50, 50)
     """
-    if not _is_int(num_steps) or num_steps < 1:
-        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    _check_count("num_steps", num_steps)
     ideal = max(1, math.ceil(num_steps / num_chunks))
     for size in range(ideal, max(1, ideal // 2) - 1, -1):
         if num_steps % size == 0:
@@ -255,8 +279,7 @@ def log_predictive_density(
         raise TypeError(f"guide must be callable, got {type(guide).__name__}")
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict, got {type(params).__name__}")
-    if not _is_int(num_samples) or num_samples < 1:
-        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    _check_count("num_samples", num_samples)
     return _log_predictive_density(
         rng_key, model, guide, params, num_samples, args, kwargs
     )
@@ -304,7 +327,7 @@ def fit(
     min_delta: float = 0.0,
     chunk_size: int | None = None,
     progress_bar: bool = True,
-    init_state: SVIState | None = None,
+    init_state: SVIState | FitResult | None = None,
     init_params: dict[str, Any] | None = None,
     stable_update: bool = False,
     **kwargs: Any,
@@ -354,7 +377,12 @@ def fit(
         progress_bar: show a tqdm progress bar with the per-observation
             training loss (mean over the last chunk) and validation loss.
         init_state: an `SVIState` to resume from (``result.state`` of an
-            earlier run).
+            earlier run), or that whole :class:`FitResult`: then its
+            early-stopping record goes on as well (the best validation loss,
+            the parameters that reached it, and the count of evaluations
+            that failed the rule), so that a run split over two calls stops
+            where, and returns what, one call would. The ``patience``,
+            ``stop_rule`` and ``min_delta`` of this call apply.
         init_params: initial parameter values, passed to `svi.init`.
         stable_update: use `svi.stable_update`, which skips steps whose loss
             or parameters are not finite.
@@ -391,14 +419,17 @@ def fit(
     """
     if not isinstance(svi, SVI):
         raise TypeError(f"svi must be a numpyro.infer.SVI, got {type(svi).__name__}")
+    resumed = None
+    if isinstance(init_state, FitResult):
+        resumed, init_state = init_state, init_state.state
     if init_state is None:
         _check_key(rng_key)
     elif not isinstance(init_state, SVIState):
         raise TypeError(
-            f"init_state must be an SVIState (result.state), got {type(init_state).__name__}"
+            "init_state must be an SVIState (result.state) or a FitResult, "
+            f"got {type(init_state).__name__}"
         )
-    if not _is_int(num_steps) or num_steps < 1:
-        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    _check_count("num_steps", num_steps)
     validate = val_args is not None or val_kwargs is not None
     if patience is not None and not validate:
         raise ValueError("patience needs validation data: pass val_args or val_kwargs")
@@ -408,11 +439,21 @@ def fit(
         raise ValueError(
             "val_loss='neg_lpd' needs validation data: pass val_args or val_kwargs"
         )
-    if not _is_int(num_lpd_samples) or num_lpd_samples < 1:
-        raise ValueError(
-            f"num_lpd_samples must be an int >= 1, got {num_lpd_samples!r}"
-        )
+    _check_count("num_lpd_samples", num_lpd_samples)
     stopper = EarlyStopping(patience, stop_rule, min_delta)
+    params = None
+    best_step = 0
+    record = None if resumed is None else resumed.early_stopping
+    if record is not None and validate:
+        if resumed.val_loss_kind != val_loss:
+            raise ValueError(
+                f"init_state's early-stopping record follows val_loss="
+                f"{resumed.val_loss_kind!r}; this call's val_loss is {val_loss!r}"
+            )
+        stopper = dataclasses.replace(stopper, best=record.best, counter=record.counter)
+        if math.isfinite(record.best):
+            params = resumed.params
+            best_step = resumed.best_step - resumed.num_steps_run
     if chunk_size is None:
         chunk_size = default_chunk_size(num_steps)
     if not _is_int(chunk_size) or not 1 <= chunk_size <= num_steps:
@@ -442,8 +483,6 @@ def fit(
     losses: list[np.ndarray] = []
     val_losses: list[float] = []
     val_steps: list[int] = []
-    params = None
-    best_step = 0
     steps_run = 0
     stop_reason = "completed"
     # The states at the start of the last two chunks: a non-finite loss is
@@ -483,7 +522,8 @@ def fit(
                 val_losses.append(chunk_val)
                 val_steps.append(steps_run)
                 val_norm = chunk_val / val_size
-                stop = stopper.update(train_norm, val_norm)
+                stopper = stopper.update(train_norm, val_norm)
+                stop = stopper.should_stop
                 if stopper.is_best:
                     params, best_step = chunk_params, steps_run
                 postfix += f", val {val_norm:.4f}"
@@ -508,6 +548,7 @@ def fit(
         train_size=train_size,
         val_size=val_size,
         val_loss_kind=val_loss if val is not None else None,
+        early_stopping=stopper if val is not None else None,
     )
 
 

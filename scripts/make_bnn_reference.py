@@ -35,7 +35,7 @@ import numpy as np
 import numpyro
 from flax import nnx
 
-from companion import bnn, data, mcmc
+from companion import bnn, convert, data, mcmc
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"\s*ArviZ is undergoing", FutureWarning)
@@ -69,7 +69,7 @@ def make_data(seed: int = SEED):
     train/validation/test shuffle, the sampler.
     """
     key_data, key_split, key_nuts = jax.random.split(jax.random.key(seed), 3)
-    x, y = data.make_moons(key_data, num_samples=NUM_DATA, noise=NOISE)
+    x, y = data.make_moons(key_data, num_obs=NUM_DATA, noise=NOISE)
     split = data.train_val_test_split(key_split, x, y, fractions=FRACTIONS)
     return split, key_nuts
 
@@ -108,7 +108,7 @@ def prediction_diagnostics(idata, x) -> dict[str, float]:
     model = make_model()
     weights = {
         site_name(name): np.asarray(value)
-        for name, value in mcmc.flatten_draws(idata).items()
+        for name, value in convert.flatten_draws(idata).items()
     }
     num_chains = idata.posterior.sizes["chain"]
     predictive = numpyro.infer.Predictive(

@@ -132,6 +132,9 @@ def _references(short: str, name: str) -> set[tuple[str, str]]:
     for n in ast.walk(node):
         if isinstance(n, ast.Name) and n.id not in local:
             found.add((short, n.id))
+            # a public name imported from another module: its home
+            home = getattr(getattr(MODULES[short], n.id, None), "__module__", "")
+            found.add((home.rpartition(".")[2], n.id))
         if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name):
             found.add((n.value.id, n.attr))
     return found & set(PUBLIC) - {(short, name)}

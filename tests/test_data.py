@@ -11,7 +11,7 @@ from companion import data
 
 
 def test_moons_shapes_dtypes_and_label_balance():
-    x, y = data.make_moons(jax.random.key(0), num_samples=101, noise=0.1)
+    x, y = data.make_moons(jax.random.key(0), num_obs=101, noise=0.1)
     assert x.shape == (101, 2) and y.shape == (101,)
     assert x.dtype == jnp.float32 and y.dtype == jnp.int32
     assert set(np.unique(y).tolist()) == {0, 1}
@@ -20,7 +20,7 @@ def test_moons_shapes_dtypes_and_label_balance():
 
 
 def test_noiseless_moons_lie_on_sklearns_half_circles():
-    x, y = data.make_moons(jax.random.key(1), num_samples=200, noise=0.0)
+    x, y = data.make_moons(jax.random.key(1), num_obs=200, noise=0.0)
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y)
     outer, inner = x[y == 0], x[y == 1]
     np.testing.assert_allclose(np.hypot(outer[:, 0], outer[:, 1]), 1.0, atol=1e-6)
@@ -62,10 +62,10 @@ def test_moons_are_reproducible_and_key_dependent():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"num_samples": 0, "noise": 0.1}, "num_samples"),
-        ({"num_samples": 2.5, "noise": 0.1}, "num_samples"),
-        ({"num_samples": 10, "noise": -0.1}, "noise"),
-        ({"num_samples": 10, "noise": float("nan")}, "noise"),
+        ({"num_obs": 0, "noise": 0.1}, "num_obs"),
+        ({"num_obs": 2.5, "noise": 0.1}, "num_obs"),
+        ({"num_obs": 10, "noise": -0.1}, "noise"),
+        ({"num_obs": 10, "noise": float("nan")}, "noise"),
     ],
 )
 def test_moons_reject_bad_inputs(kwargs, match):

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from companion import theory
+from companion import gaussians, theory
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "chapters" / "elbo_explorer.js"
@@ -163,8 +163,8 @@ def test_closed_forms_match_companion_theory(evaluated) -> None:
             q_scale = jnp.asarray(case["qScales"])
             noise = case["noiseScale"]
             elbo, expected = _elbo_terms(y, q_loc, q_scale, *model)
-            kl_prior = theory.kl_normal(q_loc, q_scale, model[0], model[1])
-            kl_post = theory.kl_normal(q_loc, q_scale, loc, scale)
+            kl_prior = gaussians.kl_normal(q_loc, q_scale, model[0], model[1])
+            kl_post = gaussians.kl_normal(q_loc, q_scale, loc, scale)
             density = stats.norm.pdf(case["x"], case["qLocs"], case["qScales"])
             for i, js in enumerate(result["grid"]):
                 where = f"n={case['n']} noise={noise} prior={model[:2]} q #{i}"

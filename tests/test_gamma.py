@@ -8,7 +8,7 @@ import pytest
 from numpyro import handlers
 from scipy import integrate, stats
 
-from companion import gamma
+from companion import gamma, studies
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_approximation_moments_match_monte_carlo():
 
 
 def test_recovery_study_rows():
-    table = gamma.recovery_study(jax.random.key(3), [1.0, 4.0], [100], num_steps=500)
+    table = studies.recovery_study(jax.random.key(3), [1.0, 4.0], [100], num_steps=500)
     assert list(table["true_concentration"]) == [1.0, 4.0]
     assert list(table["num_obs"]) == [100, 100]
     assert (table["exact_lower"] < table["exact_mean"]).all()
@@ -135,7 +135,7 @@ def test_bad_settings_are_rejected(z):
         gamma.make_svi(learning_rate=-1.0)
     with pytest.raises(ValueError, match="concentration"):
         gamma.simulate(jax.random.key(0), 0.0, 10)
-    with pytest.raises(ValueError, match="num_samples"):
+    with pytest.raises(ValueError, match="num_obs"):
         gamma.simulate(jax.random.key(0), 1.0, 0)
     with pytest.raises(ValueError, match="concentration_scale"):
         gamma.approximation_moments({"concentration_loc": 0.0})
@@ -297,7 +297,7 @@ def test_functions_that_draw_reject_a_missing_key(z):
     for call in [
         lambda: gamma.simulate(0, 2.0, 5),
         lambda: gamma.fit(0, z, 10),
-        lambda: gamma.recovery_study(0, [2.0], [10]),
+        lambda: studies.recovery_study(0, [2.0], [10]),
     ]:
         with pytest.raises(TypeError, match="rng_key must be a JAX PRNG key"):
             call()
@@ -440,13 +440,13 @@ def test_log_weights_reject_bad_input(z, fitted):
     with pytest.raises(ValueError, match="strictly positive"):
         gamma.pareto_k(key, fitted, np.array([1.0, -1.0]))
     with pytest.raises(ValueError, match="num_psis_particles"):
-        gamma.recovery_study(key, [1.0], [10], num_psis_particles=5)
+        studies.recovery_study(key, [1.0], [10], num_psis_particles=5)
 
 
 def test_recovery_study_reports_psis_ess():
-    table = gamma.recovery_study(jax.random.key(3), [2.0], [100], num_steps=1_000)
+    table = studies.recovery_study(jax.random.key(3), [2.0], [100], num_steps=1_000)
     assert 0.9 < table["psis_ess"].iloc[0] <= 1.0  # a good fit: weights near equal
-    skipped = gamma.recovery_study(
+    skipped = studies.recovery_study(
         jax.random.key(3), [2.0], [100], num_steps=10, num_psis_particles=None
     )
     assert skipped[["pareto_k", "psis_ess"]].isna().all(axis=None)

@@ -15,7 +15,7 @@ from numpyro.contrib.ecs_proxies import taylor_proxy
 from numpyro.infer import HMCECS, NUTS, SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoLaplaceApproximation, AutoNormal
 
-from companion import mcmc, predictive
+from companion import convert, mcmc, predictive
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"\s*ArviZ is undergoing", FutureWarning)
@@ -166,7 +166,7 @@ def test_svi_to_inference_data_has_the_layout_and_moments_of_the_guide(kind):
         numpyro.handlers.seed(guide, 0)(Y)
         params = {"auto_loc": jnp.array([POST_MEAN])}
         mean, sd = POST_MEAN, POST_SD  # Gaussian model: Laplace is exact
-    idata = mcmc.svi_to_inference_data(
+    idata = convert.svi_to_inference_data(
         jax.random.key(4), guide, params, Y, num_samples=2_000, num_chains=2
     )
     assert set(idata.groups()) == {"posterior"}
@@ -187,7 +187,7 @@ def test_svi_to_inference_data_draws_are_sample_posteriors():
     numpyro.handlers.seed(guide, 0)(Y)
     params = {"auto_loc": jnp.array([POST_MEAN])}
     key = jax.random.key(5)
-    idata = mcmc.svi_to_inference_data(
+    idata = convert.svi_to_inference_data(
         key, guide, params, Y, num_samples=50, num_chains=2
     )
     draws = predictive.sample_posterior(key, guide, params, Y, num_samples=100)
@@ -199,10 +199,10 @@ def test_svi_to_inference_data_draws_are_sample_posteriors():
 def test_flatten_draws_merges_chain_and_draw_chain_by_chain():
     values = np.arange(2 * 5 * 3, dtype=float).reshape(2, 5, 3)
     idata = az.from_dict(posterior={"w": values, "b": values[..., 0]})
-    flat = mcmc.flatten_draws(idata, ["w"])
+    flat = convert.flatten_draws(idata, ["w"])
     assert list(flat) == ["w"]
     np.testing.assert_array_equal(flat["w"], values.reshape(10, 3))
-    assert set(mcmc.flatten_draws(idata)) == {"w", "b"}
+    assert set(convert.flatten_draws(idata)) == {"w", "b"}
 
 
 @pytest.mark.parametrize(
@@ -236,19 +236,19 @@ def test_flatten_draws_merges_chain_and_draw_chain_by_chain():
             "num_steps",
         ),
         (
-            lambda: mcmc.svi_to_inference_data(
+            lambda: convert.svi_to_inference_data(
                 jax.random.key(0), custom_guide, {}, Y, num_samples=0
             ),
             "num_samples",
         ),
         (
-            lambda: mcmc.svi_to_inference_data(
+            lambda: convert.svi_to_inference_data(
                 jax.random.key(0), custom_guide, {}, Y, num_samples=5, num_chains=0
             ),
             "num_chains",
         ),
         (
-            lambda: mcmc.flatten_draws(
+            lambda: convert.flatten_draws(
                 az.from_dict(posterior={"w": np.zeros((1, 2))}), ["v"]
             ),
             "var_names",
@@ -266,11 +266,11 @@ def test_wrong_types_are_rejected():
     with pytest.raises(TypeError, match="svi"):
         mcmc.timed_svi(jax.random.key(0), "svi", 10, Y)
     with pytest.raises(TypeError, match="params"):
-        mcmc.svi_to_inference_data(
+        convert.svi_to_inference_data(
             jax.random.key(0), custom_guide, None, Y, num_samples=5
         )
     with pytest.raises(TypeError, match="idata"):
-        mcmc.flatten_draws({"w": np.zeros(3)})
+        convert.flatten_draws({"w": np.zeros(3)})
 
 
 def test_importing_companion_is_silent_on_a_fresh_machine(tmp_path):

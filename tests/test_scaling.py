@@ -19,7 +19,7 @@ from flax import nnx
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoLaplaceApproximation, AutoNormal
 
-from companion import bnn, data, scaling
+from companion import bnn, data, scaling, studies
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +309,7 @@ def test_compare_guides_tabulates_cost_and_quality():
     y = x[:, 0] - x[:, 1] + 0.5 * jax.random.normal(jax.random.key(9), (300,)) > 0
     y = y.astype(jnp.int32)
     model = logistic_model
-    table = scaling.compare_guides(
+    table = studies.compare_guides(
         jax.random.key(9),
         model,
         {"normal": AutoNormal(model), "laplace": AutoLaplaceApproximation(model)},
@@ -343,7 +343,7 @@ def test_compare_guides_tabulates_cost_and_quality():
         table.loc["normal", "test_log_loss"], rel=0.05
     )
     with pytest.raises(ValueError, match="num_steps"):
-        scaling.compare_guides(
+        studies.compare_guides(
             jax.random.key(0),
             model,
             {"normal": AutoNormal(model)},
@@ -354,7 +354,7 @@ def test_compare_guides_tabulates_cost_and_quality():
             num_steps={"other": 10},
         )
     with pytest.raises(TypeError, match="guides"):
-        scaling.compare_guides(
+        studies.compare_guides(
             jax.random.key(0), model, {"bad": None}, x, y, x, y, num_steps=10
         )
 

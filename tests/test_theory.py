@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from numpyro.infer.util import log_density
 from scipy import integrate, optimize, stats
 
-from companion import theory
+from companion import gaussians, gradients, theory
 
 
 @pytest.fixture(autouse=True)
@@ -143,16 +144,16 @@ def test_kl_normal_matches_numerical_integration(loc_q, scale_q, loc_p, scale_p)
         epsabs=1e-13,
         epsrel=1e-12,
     )
-    got = theory.kl_normal(loc_q, scale_q, loc_p, scale_p)
+    got = gaussians.kl_normal(loc_q, scale_q, loc_p, scale_p)
     np.testing.assert_allclose(float(got), expected, rtol=1e-8, atol=1e-12)
 
 
 def test_kl_normal_broadcasts_elementwise():
     loc_q = np.array([[0.0], [1.0]])  # (2, 1)
     scale_q = np.array([0.5, 1.0, 2.0])  # (3,)
-    got = theory.kl_normal(loc_q, scale_q, 0.0, 1.0)
+    got = gaussians.kl_normal(loc_q, scale_q, 0.0, 1.0)
     expected = [
-        [float(theory.kl_normal(m, s, 0.0, 1.0)) for s in scale_q] for m in (0, 1)
+        [float(gaussians.kl_normal(m, s, 0.0, 1.0)) for s in scale_q] for m in (0, 1)
     ]
     assert got.shape == (2, 3)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
@@ -176,9 +177,9 @@ def test_kl_mvn_matches_numpy_formula_and_1d_quadrature():
     a, b = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
     cov_q, cov_p = a @ a.T + 0.5 * np.eye(3), b @ b.T + 0.5 * np.eye(3)
     loc_q, loc_p = rng.normal(size=3), rng.normal(size=3)
-    got = theory.kl_mvn(loc_q, cov_q, loc_p, cov_p)
-    same = theory.kl_mvn(loc_p, cov_p, loc_p, cov_p)
-    one_d = theory.kl_mvn([1.0], [[0.25]], [-0.5], [[4.0]])
+    got = gaussians.kl_mvn(loc_q, cov_q, loc_p, cov_p)
+    same = gaussians.kl_mvn(loc_p, cov_p, loc_p, cov_p)
+    one_d = gaussians.kl_mvn([1.0], [[0.25]], [-0.5], [[4.0]])
     np.testing.assert_allclose(
         float(got), _kl_mvn_np(loc_q, cov_q, loc_p, cov_p), rtol=1e-10
     )
@@ -202,7 +203,7 @@ def test_mean_field_optimum_minimises_reverse_kl(rho):
     best = optimize.minimize(
         objective, np.log(sd), method="BFGS", options={"gtol": 1e-12}
     )
-    got_loc, got_scale = theory.mean_field_optimum(loc, cov)
+    got_loc, got_scale = gaussians.mean_field_optimum(loc, cov)
     np.testing.assert_allclose(got_loc, loc)
     np.testing.assert_allclose(got_scale, np.exp(best.x), rtol=1e-5)
     # Under-dispersed by exactly sqrt(1 - rho^2) for a 2-D Gaussian.
@@ -262,7 +263,7 @@ def test_log_evidence_is_elbo_plus_kl_to_posterior_for_many_q(params):
             )
         )
     )(jnp.asarray(q_locs), jnp.asarray(q_scales))
-    kls = theory.kl_normal(q_locs, q_scales, loc, scale)
+    kls = gaussians.kl_normal(q_locs, q_scales, loc, scale)
     at_posterior = theory.normal_elbo(
         y, loc, scale, prior_loc, prior_scale, noise_scale
     )
@@ -437,7 +438,7 @@ def test_naive_relative_error_grows_with_data_and_dimension():
 
 
 @pytest.mark.parametrize(
-    "estimator", [theory.elbo_grad_reparam, theory.elbo_grad_score]
+    "estimator", [gradients.elbo_grad_reparam, gradients.elbo_grad_score]
 )
 def test_gradient_estimators_are_unbiased(estimator):
     """Means over many draws are within 5 standard errors of jax.grad of the
@@ -468,11 +469,11 @@ def test_reparameterised_gradient_has_lower_variance_and_averages_particles():
     y = _data(0.5, 2.0, 1.5, 12, 1)
     keys = jax.random.split(jax.random.key(1), 5_000)
     args = (y, 0.3, 0.5, 0.5, 2.0, 1.5)
-    reparam = _over_keys(lambda k: theory.elbo_grad_reparam(k, *args), keys)
-    score = _over_keys(lambda k: theory.elbo_grad_score(k, *args), keys)
+    reparam = _over_keys(lambda k: gradients.elbo_grad_reparam(k, *args), keys)
+    score = _over_keys(lambda k: gradients.elbo_grad_score(k, *args), keys)
     assert np.var(reparam[0]) < np.var(score[0])
     assert np.var(reparam[1]) < np.var(score[1])
-    averaged = _over_keys(lambda k: theory.elbo_grad_reparam(k, *args, 10), keys)
+    averaged = _over_keys(lambda k: gradients.elbo_grad_reparam(k, *args, 10), keys)
     np.testing.assert_allclose(np.var(averaged[0]) * 10, np.var(reparam[0]), rtol=0.1)
 
 
@@ -491,7 +492,7 @@ def test_elbo_grad_variance_matches_numpyro_and_companion_estimators(q_loc, q_sc
     keys = jax.random.split(jax.random.key(3), 20_000)
     params = {"theta_loc": q_loc, "theta_scale": q_scale}
 
-    def gradients(elbo):
+    def numpyro_gradients(elbo):
         def one(k):
             grads = jax.grad(
                 lambda p: (
@@ -503,17 +504,17 @@ def test_elbo_grad_variance_matches_numpyro_and_companion_estimators(q_loc, q_sc
         return _over_keys(one, keys)
 
     exact_grad = jax.grad(theory.normal_elbo, argnums=(1, 2))(y, q_loc, q_scale, *args)
-    sampled = theory.elbo_grad_variance(y, q_loc, q_scale, *args)
-    closed = theory.elbo_grad_variance(y, q_loc, q_scale, *args, closed_form_kl=True)
+    sampled = gradients.elbo_grad_variance(y, q_loc, q_scale, *args)
+    closed = gradients.elbo_grad_variance(y, q_loc, q_scale, *args, closed_form_kl=True)
     for draws, exact in (
-        (gradients(Trace_ELBO()), sampled),
+        (numpyro_gradients(Trace_ELBO()), sampled),
         (
             _over_keys(
-                lambda k: theory.elbo_grad_reparam(k, y, q_loc, q_scale, *args), keys
+                lambda k: gradients.elbo_grad_reparam(k, y, q_loc, q_scale, *args), keys
             ),
             sampled,
         ),
-        (gradients(TraceMeanField_ELBO()), closed),
+        (numpyro_gradients(TraceMeanField_ELBO()), closed),
     ):
         for draw, variance, mean in zip(draws, exact, exact_grad, strict=True):
             draw = np.asarray(draw)
@@ -531,9 +532,9 @@ def test_elbo_grad_variance_formulas_and_averaging():
     y = _data(prior_loc, prior_scale, noise_scale, num_obs, seed)
     args = (prior_loc, prior_scale, noise_scale)
     loc, scale = theory.normal_posterior(y, *args)
-    var_loc, _ = theory.elbo_grad_variance(y, float(loc), float(scale), *args)
+    var_loc, _ = gradients.elbo_grad_variance(y, float(loc), float(scale), *args)
     np.testing.assert_allclose(float(var_loc), 1 / float(scale) ** 2, rtol=1e-10)
-    var_loc, var_scale = theory.elbo_grad_variance(
+    var_loc, var_scale = gradients.elbo_grad_variance(
         y, 0.3, 0.5, *args, closed_form_kl=True
     )
     np.testing.assert_allclose(
@@ -544,7 +545,7 @@ def test_elbo_grad_variance_formulas_and_averaging():
         (num_obs / noise_scale**2) ** 2 * ((0.3 - y.mean()) ** 2 + 2 * 0.25),
         rtol=1e-10,
     )
-    averaged = theory.elbo_grad_variance(y, 0.3, 0.5, *args, 7, closed_form_kl=True)
+    averaged = gradients.elbo_grad_variance(y, 0.3, 0.5, *args, 7, closed_form_kl=True)
     np.testing.assert_allclose(np.array(averaged) * 7, [var_loc, var_scale], rtol=1e-12)
 
 
@@ -614,40 +615,43 @@ Y = np.array([0.1, -0.4, 1.2])
             lambda: theory.normal_expected_log_likelihood(Y, 0.0, 1.0, 0.0),
             "noise_scale must be > 0",
         ),
-        (lambda: theory.kl_normal(0.0, -1.0, 0.0, 1.0), "scale_q must be > 0"),
-        (lambda: theory.kl_normal(0.0, 1.0, 0.0, 0.0), "scale_p must be > 0"),
-        (lambda: theory.kl_normal(np.nan, 1.0, 0.0, 1.0), "loc_q must be finite"),
-        (lambda: theory.kl_normal(np.zeros(2), np.ones(3), 0.0, 1.0), "must broadcast"),
+        (lambda: gaussians.kl_normal(0.0, -1.0, 0.0, 1.0), "scale_q must be > 0"),
+        (lambda: gaussians.kl_normal(0.0, 1.0, 0.0, 0.0), "scale_p must be > 0"),
+        (lambda: gaussians.kl_normal(np.nan, 1.0, 0.0, 1.0), "loc_q must be finite"),
         (
-            lambda: theory.kl_mvn(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2)),
+            lambda: gaussians.kl_normal(np.zeros(2), np.ones(3), 0.0, 1.0),
+            "must broadcast",
+        ),
+        (
+            lambda: gaussians.kl_mvn(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2)),
             r"cov_q must have shape \(2, 2\)",
         ),
         (
-            lambda: theory.kl_mvn(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3)),
+            lambda: gaussians.kl_mvn(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3)),
             "loc_q and loc_p must have the same shape",
         ),
         (
-            lambda: theory.kl_mvn(np.zeros(2), np.eye(2), np.zeros(2), -np.eye(2)),
+            lambda: gaussians.kl_mvn(np.zeros(2), np.eye(2), np.zeros(2), -np.eye(2)),
             "cov_p must be positive definite",
         ),
         (
-            lambda: theory.kl_mvn(
+            lambda: gaussians.kl_mvn(
                 np.zeros(2), [[1.0, 0.5], [0.0, 1.0]], np.zeros(2), np.eye(2)
             ),
             "cov_q must be symmetric",
         ),
-        (lambda: theory.mean_field_optimum(0.0, np.eye(1)), r"loc must be a vector"),
+        (lambda: gaussians.mean_field_optimum(0.0, np.eye(1)), r"loc must be a vector"),
         (
-            lambda: theory.mean_field_optimum(np.zeros(2), [[1.0, 2.0], [2.0, 1.0]]),
+            lambda: gaussians.mean_field_optimum(np.zeros(2), [[1.0, 2.0], [2.0, 1.0]]),
             "cov must be positive definite",
         ),
         (
             lambda: theory.naive_log_evidence(jax.random.key(0), Y, 0.0, 1.0, 1.0, 0),
-            "num_samples must be a positive int",
+            "num_samples must be an int >= 1",
         ),
         (
             lambda: theory.naive_log_evidence(jax.random.key(0), Y, 0.0, 1.0, 1.0, 2.5),
-            "num_samples must be a positive int",
+            "num_samples must be an int >= 1",
         ),
         (
             lambda: theory.naive_evidence_relative_error(Y, 0.0, -2.0, 1.0, 10),
@@ -659,32 +663,32 @@ Y = np.array([0.1, -0.4, 1.2])
         ),
         (
             lambda: theory.normal_model(num_obs=0),
-            "num_obs must be a positive int",
+            "num_obs must be an int >= 1",
         ),
         (
-            lambda: theory.elbo_grad_reparam(
+            lambda: gradients.elbo_grad_reparam(
                 jax.random.key(0), np.zeros((3, 2)), 0.0, 1.0, 0.0, 1.0, 1.0
             ),
             r"y must have shape \(n,\)",
         ),
         (
-            lambda: theory.elbo_grad_score(
+            lambda: gradients.elbo_grad_score(
                 jax.random.key(0), Y, 0.0, 0.0, 0.0, 1.0, 1.0
             ),
             "q_scale must be > 0",
         ),
         (
-            lambda: theory.elbo_grad_score(
+            lambda: gradients.elbo_grad_score(
                 jax.random.key(0), Y, 0.0, 1.0, 0.0, 1.0, 1.0, True
             ),
-            "num_samples must be a positive int",
+            "num_samples must be an int >= 1",
         ),
         (
-            lambda: theory.elbo_grad_variance(Y, 0.0, 1.0, 0.0, 1.0, 1.0, 0),
-            "num_samples must be a positive int",
+            lambda: gradients.elbo_grad_variance(Y, 0.0, 1.0, 0.0, 1.0, 1.0, 0),
+            "num_samples must be an int >= 1",
         ),
         (
-            lambda: theory.elbo_grad_variance(
+            lambda: gradients.elbo_grad_variance(
                 np.zeros((3, 2)), 0.0, 1.0, 0.0, 1.0, 1.0
             ),
             r"y must have shape \(n,\)",
@@ -698,8 +702,26 @@ def test_bad_inputs_are_rejected(call, match):
 
 def test_non_numeric_inputs_are_type_errors():
     with pytest.raises(TypeError, match="closed_form_kl must be a bool"):
-        theory.elbo_grad_variance(Y, 0.0, 1.0, 0.0, 1.0, 1.0, closed_form_kl="yes")
+        gradients.elbo_grad_variance(Y, 0.0, 1.0, 0.0, 1.0, 1.0, closed_form_kl="yes")
     with pytest.raises(TypeError, match="y must hold real numbers"):
         theory.normal_log_evidence(np.array(["a", "b"]), 0.0, 1.0, 1.0)
     with pytest.raises(TypeError, match="prior_scale must hold real numbers"):
         theory.normal_posterior(Y, 0.0, True, 1.0)
+
+
+def test_normal_log_joint_is_the_numpyro_models_log_density():
+    y = jnp.array([0.3, -1.2, 2.0])
+    theta = jnp.array([-0.5, 0.0, 1.5])
+    expected = [
+        log_density(theory.normal_model, (y, 0.2, 1.5, 0.7), {}, {"theta": t})[0]
+        for t in theta
+    ]
+    np.testing.assert_allclose(
+        theory.normal_log_joint(y, theta, 0.2, 1.5, 0.7), expected, rtol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"y must have shape \(n,\)"):
+        theory.normal_log_joint(jnp.ones((3, 2)), theta, 0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match=r"theta must have shape \(S,\)"):
+        theory.normal_log_joint(y, 0.5, 0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="prior_scale must be > 0"):
+        theory.normal_log_joint(y, theta, 0.0, -1.0, 1.0)

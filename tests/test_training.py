@@ -180,24 +180,71 @@ def test_talk_rule_stops_when_validation_exceeds_training(y_train):
     assert result.num_steps_run == 100
 
 
-def test_early_stopping_rule_on_constructed_sequences():
-    rule = EarlyStopping(patience=3)
-    vals = [5.0, 4.0, 4.5, 3.9, 4.0, 4.1, 4.2, 1.0]
-    stops = [rule.update(train=0.0, val=v) for v in vals]
-    assert stops == [False, False, False, False, False, False, True, False]
-    assert rule.best == 1.0
+def _stops(rule, pairs):
+    """Feed (train, val) pairs to a rule; whether it says stop after each."""
+    stops = []
+    for train, val in pairs:
+        rule = rule.update(train=train, val=val)
+        stops.append(rule.should_stop)
+    return stops, rule
 
-    rule = EarlyStopping(patience=2, min_delta=0.5)
-    stops = [rule.update(train=0.0, val=v) for v in [5.0, 4.8, 4.6, 4.0]]
+
+def test_early_stopping_rule_on_constructed_sequences():
+    vals = [5.0, 4.0, 4.5, 3.9, 4.0, 4.1, 4.2, 1.0]
+    start = EarlyStopping(patience=3)
+    stops, rule = _stops(start, [(0.0, v) for v in vals])
+    assert stops == [False, False, False, False, False, False, True, False]
+    assert rule.best == 1.0 and rule.is_best and rule.counter == 0
+    assert start.best == np.inf and start.counter == 0  # a value: not changed
+
+    stops, _ = _stops(
+        EarlyStopping(patience=2, min_delta=0.5),
+        [(0.0, v) for v in [5.0, 4.8, 4.6, 4.0]],
+    )
     assert stops == [False, False, True, False]  # 4.8 and 4.6 improve by < 0.5
 
-    rule = EarlyStopping(patience=3, rule="val_above_train")
     pairs = [(1.0, 2.0), (1.0, 2.0), (1.0, 0.5), (1.0, 2.0), (1.0, 2.0), (1.0, 2.0)]
-    stops = [rule.update(train=t, val=v) for t, v in pairs]
+    stops, _ = _stops(EarlyStopping(patience=3, rule="val_above_train"), pairs)
     assert stops == [False, False, False, False, False, True]
 
-    never = EarlyStopping(patience=None)
-    assert not any(never.update(0.0, v) for v in np.linspace(1, 10, 50))
+    stops, _ = _stops(EarlyStopping(patience=None), [(0.0, v) for v in range(50)])
+    assert not any(stops)
+
+    for bad, match in [
+        (dict(patience=0), "patience must be None or an int >= 1"),
+        (dict(patience=2, rule="sometimes"), "stop_rule must be one of"),
+        (dict(patience=2, min_delta=-1.0), "min_delta must be a finite number >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            EarlyStopping(**bad)
+
+
+def test_a_resumed_run_keeps_its_early_stopping_record(y_train):
+    """One run of early stopping split over two calls (resumed from the first
+    call's FitResult) stops at the same step with the same parameters; resumed
+    from the bare SVI state it forgets its best loss and patience count."""
+    y_val = jnp.full(10, -30.0)  # the best parameters are the first ones
+    settings = dict(val_args=(y_val,), patience=3, progress_bar=False, chunk_size=20)
+    svi = make_svi()
+    whole = fit(svi, jax.random.key(4), 1_000, y_train, **settings)
+    assert whole.num_steps_run == 80 and whole.best_step == 20
+    assert whole.early_stopping.counter == 3 and whole.early_stopping.should_stop
+
+    first = fit(svi, jax.random.key(4), 40, y_train, **settings)
+    assert first.stop_reason == "completed" and first.early_stopping.counter == 1
+    second = fit(svi, None, 1_000, y_train, init_state=first, **settings)
+    assert second.stop_reason == "early_stopping"
+    assert first.num_steps_run + second.num_steps_run == whole.num_steps_run
+    assert second.best_step == whole.best_step - first.num_steps_run  # -20: carried
+    assert_trees_close(second.params, whole.params)
+    assert second.early_stopping == whole.early_stopping
+
+    forgetful = fit(svi, None, 1_000, y_train, init_state=first.state, **settings)
+    # counted afresh: a first evaluation and at least 3 more (4 chunks of 20)
+    assert forgetful.num_steps_run >= 80 > second.num_steps_run == 40
+    assert forgetful.best_step > 0  # a best of its own
+    with pytest.raises(ValueError, match="early-stopping record follows"):
+        fit(svi, None, 100, y_train, init_state=first, val_loss="neg_lpd", **settings)
 
 
 def _nan_at(update_index):
