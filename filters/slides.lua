@@ -449,8 +449,17 @@ local function restructure(doc)
     section_to_slides(header, section, out)
   end
 
+  -- A chapter's "# Title" heading: Quarto makes it the document's title when
+  -- it executes the notebook, but a book's frozen results keep it as a
+  -- heading, which would become a second title slide after the book was
+  -- rendered first. A level-1 heading before the first slide title of a
+  -- document that has a title is that title: skipped, so that its lead
+  -- paragraph goes to the notes of the first slide either way.
+  local has_title = doc.meta.title ~= nil
   for _, block in ipairs(doc.blocks) do
-    if block.t == "Header" and block.level <= 2 then
+    if block.t == "Header" and block.level == 1 and has_title and not started then
+      -- the title slide already shows it
+    elseif block.t == "Header" and block.level <= 2 then
       flush()
       header = block
       section = pandoc.List()

@@ -465,3 +465,21 @@ def test_captions_write_math_as_math_and_code_as_code():
     for name, caption in captions:
         prose = re.sub(r"`[^`]*`", "", re.sub(r"\$[^$]*\$", "", caption))
         assert not re.search(r"\w_\w|\w_\{", prose), (name, caption)
+
+
+def test_a_chapters_title_heading_is_no_second_title_slide():
+    """A book's frozen notebook keeps "# Title" as a heading (a slides-first
+    render makes it the title): either way the deck starts at the first
+    slide title, the lead paragraph in its notes."""
+    body = "Lead paragraph of the chapter.\n\n## First slide\n\nMore prose here.\n"
+    frozen = "---\ntitle: Bayes' rule\n---\n\n# Bayes' rule\n\n" + body
+    executed = "---\ntitle: Bayes' rule\n---\n\n" + body
+    decks = [
+        slides(run_filter(md, "slides.lua", "revealjs")) for md in (frozen, executed)
+    ]
+    assert decks[0] == decks[1]
+    assert [s["title"] for s in decks[0]] == ["First slide"]
+    assert "Lead paragraph" in decks[0][0]["notes"]
+    # without a document title a level-1 heading is a section slide, as before
+    untitled = slides(run_filter("# Part one\n\n" + body, "slides.lua", "revealjs"))
+    assert [s["title"] for s in untitled] == ["Part one", "First slide"]
