@@ -6,8 +6,9 @@ evaluates them on a grid of data sets (sizes, noise scales, priors) and guides
 (locations and scales, near and far from the posterior), and every number is
 compared with ``companion.theory`` in float64 to 1e-10 (relative to the
 value's size where it exceeds 1). The identity log p(D) = ELBO + KL(q‖p(θ|D))
-is checked on the JavaScript numbers alone. The OJS cells are checked to
-call only what the module exports. Skipped only if ``node`` is missing.
+is checked on the JavaScript numbers alone. The explorer's script is checked
+to call only what the module exports and to read the data the chapter
+writes. Skipped only if ``node`` is missing.
 """
 
 import json
@@ -20,13 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 from scipy import stats
 
 from companion import gaussians, theory
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "chapters" / "elbo_explorer.js"
-OJS = ROOT / "chapters" / "_elbo-explorer.qmd"
+EXPLORER = ROOT / "chapters" / "_elbo-explorer.qmd"
 NODE = shutil.which("node")
 
 TOL = 1e-10
@@ -197,13 +199,34 @@ def test_identity_holds_in_javascript(evaluated) -> None:
         _close(at_posterior["elbo"], at_posterior["logEvidence"], "ELBO at posterior")
 
 
-def test_ojs_cells_use_only_what_the_module_exports() -> None:
+def test_the_explorer_script_calls_the_module_and_reads_the_chapters_data() -> None:
     exported = set(
         re.findall(r"^export function (\w+)", MODULE.read_text(), re.MULTILINE)
     )
-    source = OJS.read_text()
-    # loaded from the file beside the chapter, which Quarto copies with the page
-    assert 'FileAttachment("elbo_explorer.js")' in source
+    source = EXPLORER.read_text()
+    # plain JavaScript: OJS cells in a notebook make Quarto warn at every render
+    assert "```{ojs}" not in source
+    # loaded from the file beside the page, a resource of both profiles
+    assert 'import * as theory from "./elbo_explorer.js";' in source
+    for profile in ("_quarto-book.yml", "_quarto-slides.yml"):
+        config = yaml.safe_load((ROOT / profile).read_text())
+        assert "chapters/elbo_explorer.js" in config["project"]["resources"], profile
     used = set(re.findall(r"\btheory\.(\w+)\(", source))
-    assert used, "the OJS cells call nothing from chapters/elbo_explorer.js"
+    assert used, "the explorer calls nothing from chapters/elbo_explorer.js"
     assert used <= exported, f"not exported: {sorted(used - exported)}"
+    # the data element it reads is the one chapter 2 displays, with its keys
+    assert 'document.getElementById("elbo-explorer-data")' in source
+    chapter = json.loads((ROOT / "chapters" / "02-elbo.ipynb").read_text())
+    code = "\n".join(
+        "".join(c["source"]) for c in chapter["cells"] if c["cell_type"] == "code"
+    )
+    assert 'id="elbo-explorer-data"' in code
+    keys = set(re.findall(r"\bd\.(\w+)", source))
+    assert keys <= {
+        "eps",
+        "true_loc",
+        "prior_loc",
+        "prior_scale",
+        "noise_scale",
+        "num_obs",
+    }
