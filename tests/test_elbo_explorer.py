@@ -210,7 +210,7 @@ def test_the_explorer_script_calls_the_module_and_reads_the_chapters_data() -> N
     assert 'import * as theory from "./elbo_explorer.js";' in source
     for profile in ("_quarto-book.yml", "_quarto-slides.yml"):
         config = yaml.safe_load((ROOT / profile).read_text())
-        assert "chapters/elbo_explorer.js" in config["project"]["resources"], profile
+        assert "/chapters/elbo_explorer.js" in config["project"]["resources"], profile
     used = set(re.findall(r"\btheory\.(\w+)\(", source))
     assert used, "the explorer calls nothing from chapters/elbo_explorer.js"
     assert used <= exported, f"not exported: {sorted(used - exported)}"

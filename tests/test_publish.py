@@ -117,6 +117,6 @@ def test_repository_url_is_set_in_one_place() -> None:
     include = book["format"]["html"]["include-after-body"]
     script = (ROOT / include).read_text()
     assert "github.com/" + url.split("github.com/")[1] not in script
-    assert "chapters/*.ipynb" in book["project"]["resources"]
+    assert "/chapters/*.ipynb" in book["project"]["resources"]
     for path in [ROOT / "README.md", ROOT / "index.qmd", WORKFLOW]:
         assert url not in path.read_text(), f"{path.name} repeats the repo-url"
