@@ -490,9 +490,15 @@ def fit(
     # before the loss does, possibly in the previous chunk).
     checkpoints = [(0, state)]
     with tqdm(total=num_steps, disable=bar_disabled(progress_bar), leave=True) as bar:
+        # the compiled chunk of each length, looked up once per call
+        runners: dict[int, Callable] = {}
         while steps_run < num_steps:
             length = min(chunk_size, num_steps - steps_run)
-            run_chunk = _chunk_runner(svi, length, stable_update, data, lpd_samples)
+            if length not in runners:  # at most two lengths: chunk_size, the rest
+                runners[length] = _chunk_runner(
+                    svi, length, stable_update, data, lpd_samples
+                )
+            run_chunk = runners[length]
             checkpoints = [*checkpoints[-1:], (steps_run, state)]
             state, chunk_losses, chunk_val, chunk_params = run_chunk(state, lpd_key)
             chunk_losses = np.asarray(jax.device_get(chunk_losses))
@@ -569,18 +575,9 @@ class _Arguments:
     @property
     def packed(self) -> tuple[tuple, dict[str, Any]]:
         """Training and validation arguments as one ``(args, kwargs)`` for
-        `cached_jit`; :func:`_unpack` takes them apart inside the program."""
+        `cached_jit`, taken apart again inside the compiled chunk."""
         val_args, val_kwargs = self.val if self.val is not None else (None, None)
         return (self.args, val_args), {"train": self.kwargs, "val": val_kwargs}
-
-
-def _unpack(call_args: tuple, call_kwargs: dict[str, Any]) -> tuple:
-    (args, val_args), kwargs, val_kwargs = (
-        call_args,
-        call_kwargs["train"],
-        call_kwargs["val"],
-    )
-    return args, kwargs, val_args, val_kwargs
 
 
 def _chunk_runner(
@@ -598,7 +595,11 @@ def _chunk_runner(
     validate = data.val is not None
 
     def run_chunk(state, lpd_key, call_args, call_kwargs):
-        args, kwargs, vargs, vkwargs = _unpack(call_args, call_kwargs)
+        (args, vargs), kwargs, vkwargs = (
+            call_args,
+            call_kwargs["train"],
+            call_kwargs["val"],
+        )
 
         def body(state, _):
             return update(state, *args, **kwargs)
