@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 from companion import _cache
@@ -15,7 +16,7 @@ from companion import _cache
 ROOT = Path(__file__).resolve().parents[1]
 
 _PROBE = """
-import json, jax, jax.monitoring
+import json, os, jax, jax.monitoring
 events = {"hits": 0, "misses": 0}
 def listen(event, **kwargs):
     if event == "/jax/compilation_cache/cache_hits":
@@ -29,6 +30,8 @@ print(json.dumps({
     "dir": jax.config.jax_compilation_cache_dir,
     "min_s": jax.config.jax_persistent_cache_min_compile_time_secs,
     "max_size": jax.config.jax_compilation_cache_max_size,
+    "xla_flags": os.environ.get("XLA_FLAGS"),
+    "devices": jax.device_count(),
     **events,
 }))
 """
@@ -45,6 +48,8 @@ def probe(**env: str) -> dict:
             "COMPANION_JAX_CACHE",
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
             "JAX_COMPILATION_CACHE_MAX_SIZE",
+            "XLA_FLAGS",
+            "COMPANION_FAST_COMPILE",
         }
     }
     out = subprocess.run(
@@ -91,6 +96,51 @@ def test_switched_off_and_thresholds_kept(tmp_path):
         JAX_COMPILATION_CACHE_MAX_SIZE="1000000",
     )
     assert kept["min_s"] == 5.0 and kept["max_size"] == 1_000_000
+
+
+@pytest.mark.slow
+def test_fast_cpu_compile_flag_added_before_the_backend_starts(tmp_path):
+    cache = str(tmp_path)
+    default = probe(JAX_COMPILATION_CACHE_DIR=cache)
+    assert default["xla_flags"] == _cache.FAST_COMPILE_FLAG
+    # the reader's own flags are kept (chapter 9's workers ask for 4 devices)
+    four = probe(
+        JAX_COMPILATION_CACHE_DIR=cache,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    )
+    assert four["devices"] == 4
+    assert four["xla_flags"] == (
+        f"--xla_force_host_platform_device_count=4 {_cache.FAST_COMPILE_FLAG}"
+    )
+    # a reader who names the flag, or switches the setting off, keeps XLA's choice
+    named = "--xla_cpu_use_fusion_emitters=true"
+    assert probe(JAX_COMPILATION_CACHE_DIR=cache, XLA_FLAGS=named)["xla_flags"] == named
+    off = probe(JAX_COMPILATION_CACHE_DIR=cache, COMPANION_FAST_COMPILE="off")
+    assert off["xla_flags"] is None
+
+
+def test_fast_cpu_compile_does_nothing_once_the_backend_runs(monkeypatch):
+    jax.devices()  # this process's backend is up: XLA has read its flags
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("COMPANION_FAST_COMPILE", raising=False)
+    assert _cache.fast_cpu_compile() is False
+    assert "XLA_FLAGS" not in os.environ
+
+
+def test_fast_cpu_compile_only_on_the_jaxlib_it_was_measured_on(monkeypatch):
+    from jax._src import xla_bridge
+
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.delenv("COMPANION_FAST_COMPILE", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/dev/null")
+    monkeypatch.setattr("jaxlib.version.__version__", "0.11.0")
+    assert _cache.fast_cpu_compile() is False
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/dev/null"
+    monkeypatch.setattr("jaxlib.version.__version__", "0.10.2")
+    assert _cache.fast_cpu_compile() is True
+    assert os.environ["XLA_FLAGS"] == (
+        f"--xla_dump_to=/dev/null {_cache.FAST_COMPILE_FLAG}"
+    )
 
 
 _BNN_STEP = """
