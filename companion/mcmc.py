@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -37,10 +37,21 @@ from companion._checks import check_count as _check_count
 from companion._checks import check_key as _check_key
 from companion._compile import split_static as _split_static
 
-with warnings.catch_warnings():
-    # arviz 0.23 announces its 1.0 refactor at import; the book pins arviz < 1.0.
-    warnings.filterwarnings("ignore", r"\s*ArviZ is undergoing", FutureWarning)
+if TYPE_CHECKING:
     import arviz as az
+
+
+def _arviz() -> Any:
+    """ArviZ, imported on first use: chapters 9 and 10 time SVI fits with
+    this module and never build an ``InferenceData``, and ArviZ (with the
+    SciPy statistics it loads) takes about two seconds to import."""
+    with warnings.catch_warnings():
+        # arviz 0.23 announces its 1.0 refactor at import; the book pins arviz < 1.0.
+        warnings.filterwarnings("ignore", r"\s*ArviZ is undergoing", FutureWarning)
+        import arviz
+
+    return arviz
+
 
 __all__ = [
     "Timed",
@@ -146,7 +157,7 @@ def run_nuts(
         progress_bar=progress_bar,
     )
     mcmc.run(rng_key, *args, **kwargs)
-    return az.from_numpyro(mcmc)
+    return _arviz().from_numpyro(mcmc)
 
 
 def timed_nuts(
@@ -322,7 +333,7 @@ def timed_mcmc(
         x = np.asarray(x)
         return np.swapaxes(x, 0, 1) if vectorised else x[None]
 
-    idata = az.from_dict(
+    idata = _arviz().from_dict(
         posterior={name: chain_first(value) for name, value in draws.items()},
         sample_stats={name: chain_first(value) for name, value in stats.items()},
         observed_data=_observed(kernel.model, args, kwargs),

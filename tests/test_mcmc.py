@@ -2,6 +2,8 @@
 HMC-family kernels (HMCECS included), timed SVI, SVI draws as InferenceData,
 and flattening draws for prediction."""
 
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -397,3 +399,17 @@ def test_timed_svi_fits_rejects_bad_input():
         mcmc.timed_svi_fits(jax.random.key(0), "svi", 10, 2, Y)
     with pytest.raises(TypeError, match="rng_key"):
         mcmc.timed_svi_fits(0, svi, 10, 2, Y)
+
+
+def test_importing_mcmc_leaves_arviz_until_an_inference_data_is_built():
+    # chapters 9 and 10 time SVI with this module and never need ArviZ
+    code = (
+        "import sys, jax, numpyro.distributions as dist, numpyro\n"
+        "from companion import mcmc\n"
+        "assert 'arviz' not in sys.modules, 'arviz at import'\n"
+        "def model():\n"
+        "    numpyro.sample('x', dist.Normal())\n"
+        "idata = mcmc.run_nuts(jax.random.key(0), model, num_warmup=5, num_samples=5)\n"
+        "assert 'arviz' in sys.modules and type(idata).__name__ == 'InferenceData'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
