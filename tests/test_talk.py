@@ -129,11 +129,13 @@ def _steps(block: CodeBlock) -> list[list[int]]:
 
 @cache
 def _sources() -> dict[str, list[str]]:
-    """The book's code as lines: the companion package and every chapter
-    cell (code cells, and the listings inside markdown cells)."""
+    """The book's code as lines: the companion package, the scripts whose
+    results chapters load, and every chapter cell (code cells, and the
+    listings inside markdown cells)."""
     sources = {
         str(p.relative_to(ROOT)): p.read_text(encoding="utf-8").splitlines()
-        for p in sorted((ROOT / "companion").glob("*.py"))
+        for folder in ("companion", "scripts")
+        for p in sorted((ROOT / folder).glob("*.py"))
     }
     for path in sorted((ROOT / "chapters").glob("*.ipynb")):
         notebook = json.loads(path.read_text(encoding="utf-8"))
@@ -252,8 +254,8 @@ def test_listings_are_the_books_code():
     cell), up to elided lines marked ``...`` and a common indentation."""
     for slide, block in _listings():
         assert _source_of(block) is not None, (
-            f"{slide.title}: this listing is not an excerpt of companion/ or "
-            f"of a chapter cell:\n" + "\n".join(block.lines)
+            f"{slide.title}: this listing is not an excerpt of companion/, "
+            f"scripts/ or a chapter cell:\n" + "\n".join(block.lines)
         )
 
 
