@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -103,6 +103,11 @@ class FitResult(NamedTuple):
         early_stopping: the :class:`EarlyStopping` rule after the last
             evaluation, its best loss and count included (``None`` without
             validation data); resuming from this result goes on from it.
+        val_records: every validation loss recorded after each chunk, by
+            kind: ``val_loss_kind``'s (the values of ``val_losses``) and
+            those :func:`fit` was asked to record beside it
+            (``also_record``), all on the same parameters (``None`` without
+            validation data).
     """
 
     params: dict[str, Any]
@@ -118,6 +123,7 @@ class FitResult(NamedTuple):
     val_size: int | None
     val_loss_kind: str | None = None
     early_stopping: EarlyStopping | None = None
+    val_records: dict[str, Float[np.ndarray, " num_evaluations"]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +327,7 @@ def fit(
     val_args: tuple | None = None,
     val_kwargs: dict[str, Any] | None = None,
     val_loss: ValLoss = "neg_elbo",
+    also_record: Sequence[ValLoss] = (),
     num_lpd_samples: int = 100,
     patience: int | None = None,
     stop_rule: StopRule = "no_improvement",
@@ -362,7 +369,14 @@ def fit(
             in the parameters rather than by new draws), folded out of the
             SVI state's key at the start of the call: the training steps and
             their results are the same whichever signal is chosen.
-        num_lpd_samples: draws per evaluation for ``val_loss="neg_lpd"``.
+        also_record: more validation losses to compute after every chunk,
+            beside ``val_loss``, in the same compiled chunk and on the same
+            parameters (a ``"neg_lpd"`` with the draws a run with
+            ``val_loss="neg_lpd"`` would use): recorded in
+            ``FitResult.val_records`` and never acted on. One run then gives
+            the records that separate runs, one per signal, would give.
+            Needs validation data.
+        num_lpd_samples: draws per evaluation of the ``"neg_lpd"`` loss.
         patience: stop after this many evaluations that fail the
             ``stop_rule``; needs validation data. ``None`` never stops early.
         stop_rule: ``"no_improvement"`` (validation loss has not improved on
@@ -439,6 +453,20 @@ def fit(
         raise ValueError(
             "val_loss='neg_lpd' needs validation data: pass val_args or val_kwargs"
         )
+    if isinstance(also_record, str) or not isinstance(also_record, Sequence):
+        raise TypeError(
+            "also_record must be a tuple or list of validation losses "
+            f"{_VAL_LOSSES}, got {type(also_record).__name__}"
+        )
+    for kind in also_record:
+        if kind not in _VAL_LOSSES:
+            raise ValueError(f"also_record may hold only {_VAL_LOSSES}, got {kind!r}")
+    if also_record and not validate:
+        raise ValueError(
+            "also_record needs validation data: pass val_args or val_kwargs"
+        )
+    # the losses the chunk computes: val_loss first, then the others, once each
+    kinds = tuple(dict.fromkeys((val_loss, *also_record))) if validate else ()
     _check_count("num_lpd_samples", num_lpd_samples)
     stopper = EarlyStopping(patience, stop_rule, min_delta)
     params = None
@@ -476,12 +504,12 @@ def fit(
     else:
         state = init_state
     lpd_key = None
-    if val is not None and val_loss == "neg_lpd":
+    if "neg_lpd" in kinds:
         lpd_key = jax.random.fold_in(state.rng_key, _LPD_STREAM)
     lpd_samples = num_lpd_samples if lpd_key is not None else None
 
     losses: list[np.ndarray] = []
-    val_losses: list[float] = []
+    val_records: dict[str, list[float]] = {kind: [] for kind in kinds}
     val_steps: list[int] = []
     steps_run = 0
     stop_reason = "completed"
@@ -496,7 +524,7 @@ def fit(
             length = min(chunk_size, num_steps - steps_run)
             if length not in runners:  # at most two lengths: chunk_size, the rest
                 runners[length] = _chunk_runner(
-                    svi, length, stable_update, data, lpd_samples
+                    svi, length, stable_update, data, kinds, lpd_samples
                 )
             run_chunk = runners[length]
             checkpoints = [*checkpoints[-1:], (steps_run, state)]
@@ -524,10 +552,10 @@ def fit(
             postfix = f"train {train_norm:.4f}"
             stop = False
             if val is not None:
-                chunk_val = float(chunk_val)
-                val_losses.append(chunk_val)
+                for kind, value in chunk_val.items():
+                    val_records[kind].append(float(value))
                 val_steps.append(steps_run)
-                val_norm = chunk_val / val_size
+                val_norm = val_records[val_loss][-1] / val_size
                 stopper = stopper.update(train_norm, val_norm)
                 stop = stopper.should_stop
                 if stopper.is_best:
@@ -545,7 +573,7 @@ def fit(
         params=params,
         state=state,
         losses=np.concatenate(losses) if losses else np.zeros(0, np.float32),
-        val_losses=np.asarray(val_losses) if val is not None else None,
+        val_losses=np.asarray(val_records[val_loss]) if val is not None else None,
         num_steps_run=steps_run,
         stopped_early=steps_run < num_steps,
         stop_reason=stop_reason,
@@ -555,6 +583,11 @@ def fit(
         val_size=val_size,
         val_loss_kind=val_loss if val is not None else None,
         early_stopping=stopper if val is not None else None,
+        val_records=(
+            {kind: np.asarray(values) for kind, values in val_records.items()}
+            if val is not None
+            else None
+        ),
     )
 
 
@@ -585,12 +618,13 @@ def _chunk_runner(
     length: int,
     stable_update: bool,
     data: _Arguments,
+    kinds: tuple[str, ...],
     lpd_samples: int | None,
 ) -> Callable:
     """The compiled chunk ``run_chunk(state, lpd_key)``: ``length`` steps,
-    then (with validation data) the validation loss, the negative ELBO
-    (``lpd_samples`` is ``None``) or the negative lpd with ``lpd_samples``
-    draws."""
+    then (with validation data) the validation losses ``kinds`` as a dict:
+    ``"neg_elbo"``, `svi.evaluate`, and ``"neg_lpd"``, the negative lpd with
+    ``lpd_samples`` draws."""
     update = svi.stable_update if stable_update else svi.update
     validate = data.val is not None
 
@@ -608,15 +642,17 @@ def _chunk_runner(
         if not validate:
             return state, losses, None, None
         params = svi.get_params(state)
-        if lpd_samples is None:
-            val_loss = svi.evaluate(state, *vargs, **vkwargs)
-        else:
-            val_loss = -_log_predictive_density(
-                lpd_key, svi.model, svi.guide, params, lpd_samples, vargs, vkwargs
-            )
-        return state, losses, val_loss, params
+        val_losses = {}
+        for kind in kinds:
+            if kind == "neg_elbo":
+                val_losses[kind] = svi.evaluate(state, *vargs, **vkwargs)
+            else:
+                val_losses[kind] = -_log_predictive_density(
+                    lpd_key, svi.model, svi.guide, params, lpd_samples, vargs, vkwargs
+                )
+        return state, losses, val_losses, params
 
-    settings = ("fit_chunk", length, stable_update, validate, lpd_samples)
+    settings = ("fit_chunk", length, stable_update, validate, kinds, lpd_samples)
     return _cached_jit(svi, settings, run_chunk, *data.packed)
 
 

@@ -605,6 +605,99 @@ def test_neg_lpd_compiles_once_and_leaves_the_training_alone(y_train):
     assert len(_compile._CACHE[svi]) == 3  # one chunk per signal, and none
 
 
+def test_also_record_gives_the_records_of_separate_runs(y_train):
+    # One run that records both signals holds what two runs, one per signal,
+    # record; the signal in val_loss alone drives early stopping and params.
+    svi = make_svi()
+    settings = {
+        "val_args": (y_train[:10] + 0.5,),
+        "num_lpd_samples": 20,
+        "chunk_size": 20,
+        "progress_bar": False,
+    }
+    separate = {
+        kind: fit(svi, jax.random.key(8), 200, y_train, val_loss=kind, **settings)
+        for kind in ("neg_elbo", "neg_lpd")
+    }
+    chunks_before = len(_compile._CACHE[svi])
+    both = fit(
+        svi,
+        jax.random.key(8),
+        200,
+        y_train,
+        val_loss="neg_lpd",
+        also_record=["neg_elbo", "neg_lpd"],  # val_loss again: recorded once
+        **settings,
+    )
+    assert len(_compile._CACHE[svi]) == chunks_before + 1  # one chunk for both
+    assert list(both.val_records) == ["neg_lpd", "neg_elbo"]
+    np.testing.assert_array_equal(both.val_records["neg_lpd"], both.val_losses)
+    for kind, run in separate.items():
+        np.testing.assert_allclose(both.val_records[kind], run.val_losses, rtol=1e-6)
+        np.testing.assert_array_equal(both.losses, run.losses)
+        assert run.val_records.keys() == {kind}
+    assert not np.allclose(both.val_records["neg_elbo"], both.val_records["neg_lpd"])
+    # params and best_step follow val_loss, not the recorded ELBO
+    assert both.val_loss_kind == "neg_lpd"
+    assert both.best_step == separate["neg_lpd"].best_step
+    assert_trees_close(both.params, separate["neg_lpd"].params)
+    assert (
+        fit(svi, jax.random.key(8), 20, y_train, progress_bar=False).val_records is None
+    )
+
+
+def test_also_record_does_not_change_early_stopping(y_train):
+    # Validation data far from the training data: the lpd gets worse as the
+    # fit moves, so patience 3 stops the run; recording the ELBO as well must
+    # not move that stop.
+    settings = {
+        "val_args": (jnp.full(10, -30.0),),
+        "val_loss": "neg_lpd",
+        "num_lpd_samples": 20,
+        "patience": 3,
+        "chunk_size": 20,
+        "progress_bar": False,
+    }
+    alone = fit(make_svi(), jax.random.key(4), 1_000, y_train, **settings)
+    both = fit(
+        make_svi(),
+        jax.random.key(4),
+        1_000,
+        y_train,
+        also_record=("neg_elbo",),
+        **settings,
+    )
+    assert both.stop_reason == alone.stop_reason == "early_stopping"
+    assert (both.num_steps_run, both.best_step) == (
+        alone.num_steps_run,
+        alone.best_step,
+    )
+    assert len(both.val_records["neg_elbo"]) == len(both.val_steps)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {"also_record": "neg_elbo", "val_args": True},
+            TypeError,
+            "also_record must be a tuple",
+        ),
+        (
+            {"also_record": ("lpd",), "val_args": True},
+            ValueError,
+            "also_record may hold only",
+        ),
+        ({"also_record": ("neg_lpd",)}, ValueError, "also_record needs validation"),
+    ],
+)
+def test_bad_also_record_is_rejected(y_train, kwargs, error, match):
+    if kwargs.pop("val_args", False):
+        kwargs["val_args"] = (y_train,)
+    with pytest.raises(error, match=match):
+        fit(make_svi(), jax.random.key(0), 10, y_train, progress_bar=False, **kwargs)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
