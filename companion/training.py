@@ -373,8 +373,10 @@ def fit(
             beside ``val_loss``, in the same compiled chunk and on the same
             parameters (a ``"neg_lpd"`` with the draws a run with
             ``val_loss="neg_lpd"`` would use): recorded in
-            ``FitResult.val_records`` and never acted on. One run then gives
-            the records that separate runs, one per signal, would give.
+            ``FitResult.val_records`` and never acted on: early stopping
+            and ``params`` follow ``val_loss`` alone. Without early stopping
+            one run then gives the records that separate runs, one per
+            signal, would give (up to rounding: the compiled chunks differ).
             Needs validation data.
         num_lpd_samples: draws per evaluation of the ``"neg_lpd"`` loss.
         patience: stop after this many evaluations that fail the
@@ -523,8 +525,8 @@ def fit(
         while steps_run < num_steps:
             length = min(chunk_size, num_steps - steps_run)
             if length not in runners:  # at most two lengths: chunk_size, the rest
-                runners[length] = _chunk_runner(
-                    svi, length, stable_update, data, kinds, lpd_samples
+                runners[length] = _chunk_runner(  # kinds sorted: one program
+                    svi, length, stable_update, data, tuple(sorted(kinds)), lpd_samples
                 )
             run_chunk = runners[length]
             checkpoints = [*checkpoints[-1:], (steps_run, state)]

@@ -646,33 +646,57 @@ def test_also_record_gives_the_records_of_separate_runs(y_train):
     )
 
 
-def test_also_record_does_not_change_early_stopping(y_train):
-    # Validation data far from the training data: the lpd gets worse as the
-    # fit moves, so patience 3 stops the run; recording the ELBO as well must
-    # not move that stop.
-    settings = {
-        "val_args": (jnp.full(10, -30.0),),
-        "val_loss": "neg_lpd",
-        "num_lpd_samples": 20,
-        "patience": 3,
-        "chunk_size": 20,
-        "progress_bar": False,
+def test_early_stopping_follows_val_loss_not_what_is_recorded_beside_it():
+    # The conjugate model on 200 points with patience 4: the noisy one-draw
+    # ELBO and the lpd stop (and keep) at different steps. Recording the
+    # other signal beside val_loss must move neither.
+    y = 2.0 + jax.random.normal(jax.random.key(11), (200,))
+    y_val = 2.0 + jax.random.normal(jax.random.key(12), (50,))
+    svi = SVI(conjugate_model, conjugate_guide, optax.adam(0.05), Trace_ELBO())
+    settings = {"val_args": (y_val,), "patience": 4, "chunk_size": 50}
+    kinds = ("neg_elbo", "neg_lpd")
+    alone = {
+        kind: fit(
+            svi,
+            jax.random.key(13),
+            3_000,
+            y,
+            val_loss=kind,
+            progress_bar=False,
+            **settings,
+        )
+        for kind in kinds
     }
-    alone = fit(make_svi(), jax.random.key(4), 1_000, y_train, **settings)
-    both = fit(
-        make_svi(),
-        jax.random.key(4),
-        1_000,
-        y_train,
-        also_record=("neg_elbo",),
-        **settings,
-    )
-    assert both.stop_reason == alone.stop_reason == "early_stopping"
-    assert (both.num_steps_run, both.best_step) == (
-        alone.num_steps_run,
-        alone.best_step,
-    )
-    assert len(both.val_records["neg_elbo"]) == len(both.val_steps)
+    assert alone["neg_elbo"].num_steps_run != alone["neg_lpd"].num_steps_run
+    assert alone["neg_elbo"].best_step != alone["neg_lpd"].best_step
+    for kind, other in (kinds, kinds[::-1]):
+        both = fit(
+            svi,
+            jax.random.key(13),
+            3_000,
+            y,
+            val_loss=kind,
+            also_record=[other],
+            progress_bar=False,
+            **settings,
+        )
+        assert both.stop_reason == "early_stopping"
+        assert (both.num_steps_run, both.best_step) == (
+            alone[kind].num_steps_run,
+            alone[kind].best_step,
+        )
+        assert_trees_close(both.params, alone[kind].params)
+        np.testing.assert_allclose(
+            both.val_records[kind], alone[kind].val_losses, rtol=1e-6
+        )
+        # the other record, as far as both runs went
+        common = min(len(both.val_steps), len(alone[other].val_steps))
+        np.testing.assert_allclose(
+            both.val_records[other][:common],
+            alone[other].val_losses[:common],
+            rtol=1e-6,
+        )
+    assert len(_compile._CACHE[svi]) == 3  # one chunk per signal, one for both
 
 
 @pytest.mark.parametrize(
