@@ -29,7 +29,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -266,11 +266,13 @@ def run_processes(
     script: str | os.PathLike[str],
     num_processes: int = 1,
     *,
+    args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     timeout: float = 600.0,
 ) -> list[str]:
     """Run ``num_processes`` copies of the Python file ``script`` at the same
-    time and return what each printed (its standard output), in process order.
+    time, each with the command-line arguments ``args``, and return what each
+    printed (its standard output), in process order.
 
     Each process gets the environment of this one, updated with ``env``, plus
     ``PROCESS_ID`` (0, 1, ...), ``NUM_PROCESSES`` and ``COORDINATOR_ADDRESS``
@@ -301,6 +303,8 @@ def run_processes(
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
     ):
         raise TypeError(f"env must be a mapping of str to str, got {env!r}")
+    if isinstance(args, str) or not all(isinstance(a, str) for a in args):
+        raise TypeError(f"args must be a sequence of str, got {args!r}")
     _check_positive("timeout", timeout)
     shared = {
         **os.environ,
@@ -310,7 +314,7 @@ def run_processes(
     }
     procs = [
         subprocess.Popen(
-            [sys.executable, script],
+            [sys.executable, script, *args],
             env={**shared, "PROCESS_ID": str(i)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -391,6 +391,20 @@ def test_run_processes_gives_each_process_its_id_and_one_coordinator(tmp_path):
     assert host == "127.0.0.1" and int(port) > 0
 
 
+def test_run_processes_passes_the_arguments_to_every_process(tmp_path):
+    script = tmp_path / "argv.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "print(json.dumps([os.environ['PROCESS_ID'], *sys.argv[1:]]))\n"
+    )
+    outs = scaling.run_processes(script, 2, args=["--rows=8", "two words"], timeout=60)
+    assert [json.loads(out) for out in outs] == [
+        ["0", "--rows=8", "two words"],
+        ["1", "--rows=8", "two words"],
+    ]
+    assert json.loads(scaling.run_processes(script, timeout=60)[0]) == ["0"]
+
+
 def test_run_processes_reports_a_failure_and_a_timeout(tmp_path):
     failing = tmp_path / "fail.py"
     failing.write_text(
@@ -415,6 +429,10 @@ def test_run_processes_rejects_bad_input(tmp_path):
         scaling.run_processes(script, 0)
     with pytest.raises(TypeError, match="env"):
         scaling.run_processes(script, env={"A": 1})
+    with pytest.raises(TypeError, match="args"):
+        scaling.run_processes(script, args="--rows=8")  # a bare string
+    with pytest.raises(TypeError, match="args"):
+        scaling.run_processes(script, args=["--rows", 8])
     with pytest.raises(ValueError, match="timeout"):
         scaling.run_processes(script, timeout=0)
 
