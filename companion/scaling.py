@@ -285,7 +285,7 @@ def run_processes(
     Raises ``RuntimeError`` with the end of its standard error if a process
     fails or outlasts ``timeout`` seconds (then all are stopped).
 
-    Used in chapter 9.
+    Used by ``scripts/make_multidevice_runs.py``, whose runs chapter 9 shows.
 
     Example:
         >>> import pathlib, tempfile
