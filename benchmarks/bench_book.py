@@ -24,10 +24,15 @@ CPU) and the persistent cache's hits and misses. Wall time is measured
 around the whole execution (kernel start included).
 
     python benchmarks/bench_book.py [--chapters 01 05] [--runs cold warm]
-        [--csv benchmarks/results/book.csv] [--slowest 5]
+        [--csv benchmarks/results/book.csv] [--slowest 5] [--probe]
 
 Run it on a quiet machine: chapters use both cores. Record what it prints,
-with the machine, in benchmarks/README.md.
+with the machine, in benchmarks/README.md. The machine's own speed drifts
+(on the 2-core VM that builds the book, by half within a day): ``--probe``
+times a fixed piece of work in a fresh process before and after the
+chapters, compiling 400 one-operation programs (most of a chapter's time is
+such compiling) and running one compiled loop, so that runs made at
+different times can be compared.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import csv
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,6 +89,50 @@ _REPORT = f"""
 import json as _bench_json
 print({MARK!r} + _bench_json.dumps(_bench))
 """
+
+
+_PROBE = """
+import json, os, time
+os.environ["COMPANION_JAX_CACHE"] = "off"
+import companion  # its XLA flags, as the chapters have them
+import jax
+import jax.numpy as jnp
+jnp.zeros(1).block_until_ready()
+start = time.perf_counter()
+for n in range(2, 102):  # four new one-operation programs per size
+    jnp.tanh(jnp.ones(n) * 2.0 + 1.0).sum().block_until_ready()
+compile_ms = 1000 * (time.perf_counter() - start) / 400
+x = jnp.full((256, 256), 0.01)
+loop = jax.jit(lambda x: jax.lax.fori_loop(0, 400, lambda i, y: jnp.tanh(y @ x), x))
+loop(x).block_until_ready()
+start = time.perf_counter()
+loop(x).block_until_ready()
+run_ms = 1000 * (time.perf_counter() - start)
+print(json.dumps({"ms_per_program": compile_ms, "loop_ms": run_ms}))
+"""
+
+
+def speed_probe() -> dict:
+    """The machine's speed now: milliseconds per one-operation program
+    compiled (no cache) and for one compiled loop, in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def print_probe(when: str) -> None:
+    probe = speed_probe()
+    print(
+        f"# speed probe {when}: {probe['ms_per_program']:.1f} ms per one-operation "
+        f"program, {probe['loop_ms']:.0f} ms for the compiled loop",
+        flush=True,
+    )
 
 
 def run_chapter(path: Path, cache_dir: Path, timeout: int) -> dict:
@@ -165,6 +215,11 @@ def main() -> None:
         metavar="N",
         help="also print the N programs that took longest to compile, in total",
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="time a fixed piece of work before and after the chapters",
+    )
     args = parser.parse_args()
     # The kernels inherit it: NumPyro's Trace_ELBO orders its sites by a set of
     # names, so without a fixed hash seed each kernel compiles a different
@@ -186,6 +241,8 @@ def main() -> None:
         f"{'chapter':34} {'run':5} {'wall s':>7} {'compile s':>9} {'share':>6} "
         f"{'trace':>6} {'lower':>6} {'xla':>6} {'hits':>5} {'misses':>6}"
     )
+    if args.probe:
+        print_probe("before")
     print(header)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +278,8 @@ def main() -> None:
     for run in args.runs:
         total = sum(r["wall_s"] for r in rows if r["run"] == run)
         print(f"{'book total':34} {run:5} {total:7.1f}")
+    if args.probe:
+        print_probe("after")
     first = next((run for run in ("book", "cold") if run in args.runs), None)
     if first and "warm" in args.runs:
 

@@ -3,6 +3,7 @@ cannot rot between the runs recorded in benchmarks/README.md."""
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +128,7 @@ def test_bench_book_times_cold_book_and_warm_runs(tmp_path):
     out = _run_benchmark(
         "bench_book.py",
         *("--notebooks", str(path), "--runs", "cold", "book", "warm"),
-        *("--slowest", "1", "--programs", "1", "--csv", str(table)),
+        *("--slowest", "1", "--programs", "1", "--csv", str(table), "--probe"),
     )
     with table.open(newline="") as f:
         rows = {row["run"]: row for row in csv.DictReader(f)}
@@ -139,3 +140,8 @@ def test_bench_book_times_cold_book_and_warm_runs(tmp_path):
     assert int(rows["warm"]["misses"]) == 0 and int(rows["warm"]["hits"]) >= 1
     assert "jit(<lambda>)" in out  # the program listing
     assert "warm/book" in out
+    probes = re.findall(
+        r"speed probe (before|after): ([\d.]+) ms per .* ([\d.]+) ms", out
+    )
+    assert [when for when, _, _ in probes] == ["before", "after"]
+    assert all(float(ms) > 0 and float(loop) > 0 for _, ms, loop in probes)
