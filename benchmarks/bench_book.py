@@ -30,8 +30,8 @@ Run it on a quiet machine: chapters use both cores. Record what it prints,
 with the machine, in benchmarks/README.md. The machine's own speed drifts
 (on the 2-core VM that builds the book, by half within a day): ``--probe``
 times a fixed piece of work in a fresh process before and after the
-chapters, compiling 400 one-operation programs (most of a chapter's time is
-such compiling) and running one compiled loop, so that runs made at
+chapters, compiling 500 one-operation programs (most of a chapter's time is
+such compiling; the probe counts them) and running one compiled loop, so that runs made at
 different times can be compared.
 """
 
@@ -96,41 +96,53 @@ import json, os, time
 os.environ["COMPANION_JAX_CACHE"] = "off"
 import companion  # its XLA flags, as the chapters have them
 import jax
+import jax.monitoring
 import jax.numpy as jnp
+compiled = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, seconds, **kw: compiled.append(seconds)
+    if event == "/jax/core/compile/backend_compile_duration" else None
+)
 jnp.zeros(1).block_until_ready()
+before = len(compiled)
 start = time.perf_counter()
-for n in range(2, 102):  # four new one-operation programs per size
+for n in range(2, 102):  # new one-operation programs at every size
     jnp.tanh(jnp.ones(n) * 2.0 + 1.0).sum().block_until_ready()
-compile_ms = 1000 * (time.perf_counter() - start) / 400
+programs = len(compiled) - before
+compile_ms = 1000 * (time.perf_counter() - start) / programs
 x = jnp.full((256, 256), 0.01)
 loop = jax.jit(lambda x: jax.lax.fori_loop(0, 400, lambda i, y: jnp.tanh(y @ x), x))
 loop(x).block_until_ready()
 start = time.perf_counter()
 loop(x).block_until_ready()
 run_ms = 1000 * (time.perf_counter() - start)
-print(json.dumps({"ms_per_program": compile_ms, "loop_ms": run_ms}))
+print(json.dumps({"programs": programs, "ms_per_program": compile_ms, "loop_ms": run_ms}))
 """
 
 
 def speed_probe() -> dict:
     """The machine's speed now: milliseconds per one-operation program
-    compiled (no cache) and for one compiled loop, in a fresh process."""
+    (tracing, lowering and compiling it, no cache) and for one compiled loop,
+    in a fresh process."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", _PROBE],
         env=env,
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the speed probe failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def print_probe(when: str) -> None:
     probe = speed_probe()
     print(
         f"# speed probe {when}: {probe['ms_per_program']:.1f} ms per one-operation "
-        f"program, {probe['loop_ms']:.0f} ms for the compiled loop",
+        f"program ({probe['programs']} programs), {probe['loop_ms']:.0f} ms for the "
+        "compiled loop",
         flush=True,
     )
 

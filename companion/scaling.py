@@ -285,7 +285,7 @@ def run_processes(
     Raises ``RuntimeError`` with the end of its standard error if a process
     fails or outlasts ``timeout`` seconds (then all are stopped).
 
-    Used by ``scripts/make_multidevice_runs.py``, whose runs chapter 9 shows.
+    Used in chapter 9, through ``scripts/make_multidevice_runs.py``.
 
     Example:
         >>> import pathlib, tempfile
@@ -303,7 +303,11 @@ def run_processes(
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
     ):
         raise TypeError(f"env must be a mapping of str to str, got {env!r}")
-    if isinstance(args, str) or not all(isinstance(a, str) for a in args):
+    if (
+        isinstance(args, str)
+        or not isinstance(args, Sequence)
+        or not all(isinstance(a, str) for a in args)
+    ):
         raise TypeError(f"args must be a sequence of str, got {args!r}")
     _check_positive("timeout", timeout)
     shared = {

@@ -15,7 +15,12 @@ the same time (they are independent), then the four-device run again. The
 file holds the settings, the machine and library versions, what each worker
 printed (devices, the rows of each batch its devices got, set-up seconds,
 the process's CPU seconds, losses and parameters), the reference's losses
-and parameters, and the size of the cache the four-device run wrote.
+and parameters, and the size of the cache the four-device run wrote (and again after the
+re-run, which should have written nothing). The script, its reference fit
+and the workers run with ``PYTHONHASHSEED=0`` (the script restarts itself
+with it if need be): NumPyro's ``Trace_ELBO`` orders its terms by a set of
+site names, so with random hash seeds the processes would build different
+programs and the re-run would miss the cache.
 ``tests/test_multidevice_runs.py`` checks the file against this script's
 settings and runs the script's runs at a tiny size.
 """
@@ -26,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +52,10 @@ from companion import hierarchical, scaling, streaming
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "data" / "multidevice_runs.json"
 WORKER = ROOT / "scripts" / "multidevice_worker.py"
+# NumPyro's Trace_ELBO orders its terms by a set of site names, which follows
+# the hash seed: one seed for this process and the workers, so that they all
+# build the same programs (and the re-run finds them in the cache).
+HASH_SEED = "0"
 
 # Chapter 9's settings: the worker's defaults, the hierarchical model of
 # chapter 8 on 20,000 rows in 50 groups, batches of 400, two epochs.
@@ -93,6 +103,12 @@ def reference_fit(settings: dict) -> dict:
     }
 
 
+def cache_size(folder: Path) -> dict:
+    """Files in a compilation cache folder and their megabytes."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return {"files": len(files), "mb": sum(p.stat().st_size for p in files) / 1e6}
+
+
 def multidevice_runs(settings: dict, worker: Path = WORKER) -> dict:
     """The runs of chapter 9, in the order the chapter tells them: the
     worker on several devices of one process (on an empty compilation cache)
@@ -100,32 +116,38 @@ def multidevice_runs(settings: dict, worker: Path = WORKER) -> dict:
     this process meanwhile; then the several-device run again, on the cache
     its first run filled."""
     args = worker_args(settings)
-    cache_dir = Path(tempfile.mkdtemp())
-    several_devices = {
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={settings['devices']}",
-        "JAX_COMPILATION_CACHE_DIR": str(cache_dir),  # empty, then filled
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
-    one_device = {"JAX_PLATFORMS": "cpu", "COMPANION_JAX_CACHE": "off"}
+    with tempfile.TemporaryDirectory() as cache_dir:
+        several_devices = {
+            "JAX_PLATFORMS": "cpu",
+            "PYTHONHASHSEED": HASH_SEED,
+            "XLA_FLAGS": "--xla_force_host_platform_device_count="
+            f"{settings['devices']}",
+            "JAX_COMPILATION_CACHE_DIR": cache_dir,  # empty, then filled
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        }
+        one_device = {
+            "JAX_PLATFORMS": "cpu",
+            "PYTHONHASHSEED": HASH_SEED,
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+            "JAX_ENABLE_COMPILATION_CACHE": "false",
+        }
 
-    def run(num_processes: int, env: dict) -> list[dict]:
-        outputs = scaling.run_processes(worker, num_processes, args=args, env=env)
-        return [last_json(out) for out in outputs]
+        def run(num_processes: int, env: dict) -> list[dict]:
+            outputs = scaling.run_processes(worker, num_processes, args=args, env=env)
+            return [last_json(out) for out in outputs]
 
-    # The three runs are independent: start both worker runs, fit here meanwhile.
-    with ThreadPoolExecutor() as pool:
-        first = pool.submit(run, 1, several_devices)
-        several = pool.submit(run, settings["processes"], one_device)
-        reference = reference_fit(settings)
-        (devices,) = first.result()
-        processes = several.result()
-    cache_files = [p for p in cache_dir.rglob("*") if p.is_file()]
-    cache = {
-        "files": len(cache_files),
-        "mb": sum(p.stat().st_size for p in cache_files) / 1e6,
-    }
-    (devices_again,) = run(1, several_devices)
+        # The three runs are independent: start both worker runs, fit here
+        # meanwhile.
+        with ThreadPoolExecutor() as pool:
+            first = pool.submit(run, 1, several_devices)
+            several = pool.submit(run, settings["processes"], one_device)
+            reference = reference_fit(settings)
+            (devices,) = first.result()
+            processes = several.result()
+        cache = cache_size(Path(cache_dir))
+        (devices_again,) = run(1, several_devices)
+        # every program of the re-run was read back: nothing new was written
+        cache["files_after_rerun"] = cache_size(Path(cache_dir))["files"]
     return {
         "devices": devices,
         "processes": processes,
@@ -144,6 +166,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "jax": jax.__version__,
         "numpyro": numpyro.__version__,
+        "python_hash_seed": os.environ.get("PYTHONHASHSEED"),
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -152,6 +175,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:  # set before Python starts
+        os.execve(
+            sys.executable,
+            [sys.executable, *sys.argv],
+            {**os.environ, "PYTHONHASHSEED": HASH_SEED},
+        )
     # The reference compiles afresh, as the workers do: no programs read back
     # from the persistent cache that companion sets up.
     jax.config.update("jax_enable_compilation_cache", False)

@@ -141,7 +141,11 @@ def test_bench_book_times_cold_book_and_warm_runs(tmp_path):
     assert "jit(<lambda>)" in out  # the program listing
     assert "warm/book" in out
     probes = re.findall(
-        r"speed probe (before|after): ([\d.]+) ms per .* ([\d.]+) ms", out
+        r"speed probe (before|after): ([\d.]+) ms per .* \((\d+) programs\), "
+        r"([\d.]+) ms",
+        out,
     )
-    assert [when for when, _, _ in probes] == ["before", "after"]
-    assert all(float(ms) > 0 and float(loop) > 0 for _, ms, loop in probes)
+    assert [when for when, *_ in probes] == ["before", "after"]
+    # five programs per size (ones, multiply, add, tanh, sum), 100 sizes
+    assert all(int(n) == 500 for _, _, n, _ in probes)
+    assert all(float(ms) > 0 and float(loop) > 0 for _, ms, _, loop in probes)

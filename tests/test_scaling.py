@@ -433,6 +433,10 @@ def test_run_processes_rejects_bad_input(tmp_path):
         scaling.run_processes(script, args="--rows=8")  # a bare string
     with pytest.raises(TypeError, match="args"):
         scaling.run_processes(script, args=["--rows", 8])
+    with pytest.raises(TypeError, match="args"):
+        scaling.run_processes(script, args=None)
+    with pytest.raises(TypeError, match="args"):
+        scaling.run_processes(script, args=(a for a in ["--rows=8"]))  # used up
     with pytest.raises(ValueError, match="timeout"):
         scaling.run_processes(script, timeout=0)
 
