@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from numpyro.contrib.ecs_proxies import taylor_proxy
 from numpyro.infer import HMCECS, NUTS, SVI, Trace_ELBO
 
 from companion import gamma, mcmc, scaling
+from companion._provenance import machine
 
 OUTPUT = Path(__file__).resolve().parents[1] / "data" / "cost_study.json"
 
@@ -149,20 +149,6 @@ def cost_study(settings: dict) -> list[dict]:
             )
             print(f"{method:15} n={n:>9,}  total {timing.total_s:6.2f} s", flush=True)
     return rows
-
-
-def machine() -> dict:
-    """Where the timings were taken."""
-    return {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "backend": jax.default_backend(),
-        "devices": [d.device_kind for d in jax.devices()],
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpyro": numpyro.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
 
 
 def main() -> None:

@@ -32,14 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
-import numpyro
 import optax
 from flax import nnx
 from jax.experimental.compilation_cache import compilation_cache
@@ -51,6 +49,7 @@ from numpyro.infer.autoguide import (
 )
 
 from companion import bnn, data, studies
+from companion._provenance import machine
 
 OUTPUT = Path(__file__).resolve().parents[1] / "data" / "guide_comparison.json"
 
@@ -136,21 +135,6 @@ def guide_comparison(settings: dict) -> tuple[list[dict], dict]:
     return rows, fingerprint(*setup["train"])
 
 
-def machine() -> dict:
-    """Where the timings were taken."""
-    return {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "backend": jax.default_backend(),
-        "devices": [d.device_kind for d in jax.devices()],
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpyro": numpyro.__version__,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-steps", type=int, default=SETTINGS["num_steps"])
@@ -172,7 +156,10 @@ def main() -> None:
     rows, data_fingerprint = guide_comparison(settings)
     stored = {
         "settings": settings,
-        "machine": {**machine(), "comparison_s": time.perf_counter() - start},
+        "machine": {
+            **machine(xla_flags=os.environ.get("XLA_FLAGS", "")),
+            "comparison_s": time.perf_counter() - start,
+        },
         "data": data_fingerprint,
         "rows": rows,
     }

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -41,13 +40,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
 import numpy as np
-import numpyro
 import optax
 from jax.experimental.compilation_cache import compilation_cache
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 from companion import hierarchical, scaling, streaming
+from companion._provenance import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "data" / "multidevice_runs.json"
@@ -157,20 +156,6 @@ def multidevice_runs(settings: dict, worker: Path = WORKER) -> dict:
     }
 
 
-def machine() -> dict:
-    """Where the runs were made."""
-    return {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "backend": jax.default_backend(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpyro": numpyro.__version__,
-        "python_hash_seed": os.environ.get("PYTHONHASHSEED"),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, default=OUTPUT)
@@ -189,7 +174,10 @@ def main() -> None:
     runs = multidevice_runs(SETTINGS)
     stored = {
         "settings": SETTINGS,
-        "machine": {**machine(), "runs_s": time.perf_counter() - start},
+        "machine": {
+            **machine(python_hash_seed=os.environ.get("PYTHONHASHSEED")),
+            "runs_s": time.perf_counter() - start,
+        },
         **runs,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

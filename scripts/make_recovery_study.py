@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -39,10 +38,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
 import numpy as np
-import numpyro
 from jax.experimental.compilation_cache import compilation_cache
 
 from companion import gamma, studies
+from companion._provenance import machine
 
 OUTPUT = Path(__file__).resolve().parents[1] / "data" / "recovery_study.json"
 
@@ -97,20 +96,6 @@ def _plain(value):
     if isinstance(value, int | np.integer):
         return int(value)
     return float(value)
-
-
-def machine() -> dict:
-    """Where the study ran."""
-    return {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "backend": jax.default_backend(),
-        "devices": [d.device_kind for d in jax.devices()],
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpyro": numpyro.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
 
 
 def main() -> None:
