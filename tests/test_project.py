@@ -151,6 +151,34 @@ def test_ci_runs_the_readme_setup_and_test_command() -> None:
         assert command in ci, f".ci/run lacks {command!r}"
 
 
+def test_the_readme_lists_every_stored_result() -> None:
+    # Each file in data/ has a row in the README's "Stored results" table
+    # naming the script that makes it, the chapter that loads it and the
+    # test that checks it; and every script that makes one has a row.
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Stored results", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        re.search(r"`data/([^`]+)`", line).group(1): line
+        for line in section.splitlines()
+        if line.startswith("| `data/")
+    }
+    stored = sorted(p.name for p in (ROOT / "data").iterdir() if p.is_file())
+    assert sorted(rows) == stored
+    scripts = sorted(p.name for p in (ROOT / "scripts").glob("make_*.py"))
+    named = sorted(
+        re.search(r"`scripts/(make_\w+\.py)`", row).group(1) for row in rows.values()
+    )
+    assert named == scripts
+    for name, row in rows.items():
+        script = re.search(r"`scripts/(make_\w+\.py)`", row).group(1)
+        assert name in (ROOT / "scripts" / script).read_text(), (name, script)
+        test = re.search(r"`tests/(test_\w+\.py)`", row).group(1)
+        assert name in (ROOT / "tests" / test).read_text(), (name, test)
+        chapter = int(re.search(r"\| chapter (\d+) \|", row).group(1))
+        (notebook,) = (ROOT / "chapters").glob(f"{chapter:02d}-*.ipynb")
+        assert name in notebook.read_text(), (name, notebook.name)
+
+
 def _sources(path: Path, cell_type: str | None = None) -> list[str]:
     return [
         "".join(cell["source"])
