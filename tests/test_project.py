@@ -157,24 +157,21 @@ def test_the_readme_lists_every_stored_result() -> None:
     # test that checks it; and every script that makes one has a row.
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Stored results", 1)[1].split("\n## ", 1)[0]
-    rows = {
-        re.search(r"`data/([^`]+)`", line).group(1): line
-        for line in section.splitlines()
-        if line.startswith("| `data/")
-    }
+    rows = {}  # file in data/ -> (script, test, chapter) its row names
+    for line in section.splitlines():
+        if line.startswith("| `data/"):
+            rows[re.search(r"`data/([^`]+)`", line).group(1)] = (
+                re.search(r"`scripts/(make_\w+\.py)`", line).group(1),
+                re.search(r"`tests/(test_\w+\.py)`", line).group(1),
+                int(re.search(r"\| chapter (\d+) \|", line).group(1)),
+            )
     stored = sorted(p.name for p in (ROOT / "data").iterdir() if p.is_file())
     assert sorted(rows) == stored
     scripts = sorted(p.name for p in (ROOT / "scripts").glob("make_*.py"))
-    named = sorted(
-        re.search(r"`scripts/(make_\w+\.py)`", row).group(1) for row in rows.values()
-    )
-    assert named == scripts
-    for name, row in rows.items():
-        script = re.search(r"`scripts/(make_\w+\.py)`", row).group(1)
+    assert sorted(script for script, _, _ in rows.values()) == scripts
+    for name, (script, test, chapter) in rows.items():
         assert name in (ROOT / "scripts" / script).read_text(), (name, script)
-        test = re.search(r"`tests/(test_\w+\.py)`", row).group(1)
         assert name in (ROOT / "tests" / test).read_text(), (name, test)
-        chapter = int(re.search(r"\| chapter (\d+) \|", row).group(1))
         (notebook,) = (ROOT / "chapters").glob(f"{chapter:02d}-*.ipynb")
         assert name in notebook.read_text(), (name, notebook.name)
 
